@@ -1,0 +1,60 @@
+import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+
+/**
+ * The service's configuration, read from the environment once, at start.
+ * Nothing else in the code reads `process.env`.
+ */
+const int = (min: number) => z.coerce.number().int().min(min);
+
+const schema = z.object({
+  PORT: int(0).max(65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  WORKERS: int(1).default(availableParallelism()),
+  BODY_LIMIT: int(1).default(256 * 1024 * 1024),
+  MAX_QUEUE: int(0).default(64),
+  API_KEYS: z
+    .string()
+    .default('')
+    .transform((s) =>
+      s
+        .split(',')
+        .map((k) => k.trim())
+        .filter((k) => k.length > 0),
+    ),
+});
+
+export type Config = Readonly<{
+  port: number;
+  host: string;
+  logLevel: z.output<typeof schema>['LOG_LEVEL'];
+  workers: number;
+  bodyLimit: number;
+  maxQueue: number;
+  apiKeys: readonly string[];
+}>;
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = schema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new Error(`invalid configuration:\n  ${lines.join('\n  ')}`);
+  }
+  const e = parsed.data;
+  return Object.freeze({
+    port: e.PORT,
+    host: e.HOST,
+    logLevel: e.LOG_LEVEL,
+    workers: e.WORKERS,
+    bodyLimit: e.BODY_LIMIT,
+    maxQueue: e.MAX_QUEUE,
+    apiKeys: Object.freeze(e.API_KEYS),
+  });
+}
+
+/** Defaults for tests and tools: the environment's shape without reading it. */
+export function testConfig(overrides: Partial<Config> = {}): Config {
+  return Object.freeze({ ...loadConfig({}), logLevel: 'silent', workers: 1, ...overrides });
+}

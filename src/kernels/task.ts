@@ -1,0 +1,34 @@
+import type { DType, FloatArray, Tensor } from '../tensor/tensor.js';
+
+/**
+ * What the event loop sends a worker: the validated request's tensors as flat
+ * float64 buffers (moved, not copied) and its scalar parameters. Every shape
+ * has been checked before a task is made; kernels trust them.
+ */
+export interface KernelTask<P = Record<string, unknown>> {
+  op: string;
+  dtype: DType;
+  /** Shape of x. */
+  shape: number[];
+  tensors: Record<string, Float64Array | undefined>;
+  params: P;
+}
+
+export interface KernelResult {
+  tensors: Record<string, Tensor>;
+  scalars: Record<string, number>;
+}
+
+export interface OpKernels<P = never> {
+  forward(task: KernelTask<P>): KernelResult;
+  backward(task: KernelTask<P>): KernelResult;
+}
+
+/** The computation's element type: float32 rounds the inputs once, as a float32 framework would. */
+export function cast(data: Float64Array, dtype: DType): FloatArray {
+  return dtype === 'float32' ? Float32Array.from(data) : data;
+}
+
+export function castOptional(data: Float64Array | undefined, dtype: DType): FloatArray | null {
+  return data === undefined ? null : cast(data, dtype);
+}

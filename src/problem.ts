@@ -1,0 +1,139 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+
+/**
+ * RFC 9457 problem details: the one shape of every error the service returns.
+ * Field errors carry a `path` such as `gamma`, `x[1][0]` or `x.data[3]`.
+ */
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  errors?: FieldError[];
+}
+
+export const problemSchema = z
+  .object({
+    type: z.string().describe('A URI identifying the kind of problem.'),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    errors: z
+      .array(
+        z.object({ path: z.string().describe('The field, e.g. "gamma" or "x[1][0]".'), message: z.string() }),
+      )
+      .optional(),
+  })
+  .describe('RFC 9457 problem details (application/problem+json).');
+
+const TYPE_BASE = 'https://normserve.dev/problems/';
+
+const TITLES: Record<number, string> = {
+  400: 'Invalid request',
+  401: 'Unauthorized',
+  404: 'Not found',
+  405: 'Method not allowed',
+  408: 'Request timeout',
+  413: 'Payload too large',
+  415: 'Unsupported media type',
+  500: 'Internal server error',
+  503: 'Service unavailable',
+  504: 'Gateway timeout',
+};
+
+/** `["x", 1, 0]` → `x[1][0]`; `["x", "data", 3]` → `x.data[3]`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else out += out === '' ? String(seg) : `.${String(seg)}`;
+  }
+  return out;
+}
+
+function zodIssues(error: FastifyError): FieldError[] {
+  const out: FieldError[] = [];
+  for (const v of error.validation ?? []) {
+    const path = v.instancePath
+      .split('/')
+      .filter((s) => s !== '')
+      .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+    if (v.keyword === 'unrecognized_keys') {
+      for (const key of (v.params as { keys?: string[] }).keys ?? []) {
+        out.push({ path: formatPath([...path, key]), message: 'unknown field for this op and endpoint' });
+      }
+      continue;
+    }
+    out.push({ path: formatPath(path) || 'body', message: v.message ?? 'invalid' });
+  }
+  return out;
+}
+
+export function sendProblem(reply: FastifyReply, problem: Problem): FastifyReply {
+  return reply.code(problem.status).type('application/problem+json').send(JSON.stringify(problem));
+}
+
+export function problem(status: number, detail: string, errors?: FieldError[], code?: string): Problem {
+  const slug = (code ?? TITLES[status] ?? 'error').toLowerCase().replace(/[^a-z0-9]+/g, '-');
+  return {
+    type: `${TYPE_BASE}${slug}`,
+    title: TITLES[status] ?? 'Error',
+    status,
+    detail,
+    ...(errors ? { errors } : {}),
+  };
+}
+
+function fromError(error: FastifyError, request: FastifyRequest): Problem {
+  if (hasZodFastifySchemaValidationErrors(error)) {
+    const errors = zodIssues(error);
+    const fields = [...new Set(errors.map((e) => e.path))].join(', ');
+    return problem(
+      400,
+      `The request ${error.validationContext ?? 'body'} is invalid: ${fields}.`,
+      errors,
+      'invalid-request',
+    );
+  }
+  const status = error.statusCode ?? 500;
+  if (status >= 500 && status !== 503 && status !== 504) {
+    request.log.error({ err: error }, 'request failed');
+    return problem(500, 'The request could not be completed.', undefined, 'internal');
+  }
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return problem(400, error.message, [{ path: 'body', message: error.message }], 'malformed-json');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return problem(413, error.message, undefined, 'body-too-large');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return problem(
+        415,
+        `${error.message}. Send application/json.`,
+        [{ path: 'content-type', message: 'unsupported' }],
+        'unsupported-media-type',
+      );
+  }
+  if (error instanceof SyntaxError || /JSON/.test(error.message)) {
+    return problem(400, error.message, [{ path: 'body', message: error.message }], 'malformed-json');
+  }
+  return problem(status, error.message, undefined, error.code);
+}
+
+export function registerProblemHandlers(app: FastifyInstance) {
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const p = fromError(error, request);
+    if (p.status === 503) reply.header('retry-after', '1');
+    return sendProblem(reply, p);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, problem(404, `No route ${request.method} ${request.url}.`, undefined, 'not-found')),
+  );
+}

@@ -1,0 +1,90 @@
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Pass } from '../kernels/registry.js';
+import type { KernelResult, KernelTask } from '../kernels/task.js';
+import { problemSchema } from '../problem.js';
+import {
+  batchNormBackwardRequest,
+  batchNormBackwardResponse,
+  batchNormForwardRequest,
+  batchNormForwardResponse,
+} from '../schemas/batch-norm.js';
+import { backwardExample, forwardExample } from '../schemas/examples.js';
+import { encodeResponse, type JsonField } from '../tensor/encode.js';
+import type { DecodedTensor, DType, TensorForm } from '../tensor/tensor.js';
+
+/** A validated body: its op and dtype, decoded tensors, and scalar parameters. */
+type Body = { op: string; dtype: DType; x: DecodedTensor } & Record<string, unknown>;
+
+function isTensor(v: unknown): v is DecodedTensor {
+  return typeof v === 'object' && v !== null && (v as DecodedTensor).data instanceof Float64Array;
+}
+
+/** Splits a validated body into the worker's task: tensors (to be moved) and parameters. */
+export function toTask(body: Body): KernelTask {
+  const tensors: KernelTask['tensors'] = {};
+  const params: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(body)) {
+    if (key === 'op' || key === 'dtype') continue;
+    if (isTensor(value)) tensors[key] = value.data;
+    else params[key] = value;
+  }
+  return { op: body.op, dtype: body.dtype, shape: body.x.shape, tensors, params };
+}
+
+export function encodeResult(result: KernelResult, dtype: DType, form: TensorForm): string {
+  const fields: Record<string, JsonField> = {};
+  for (const [key, t] of Object.entries(result.tensors))
+    fields[key] = { kind: 'tensor', shape: t.shape, data: t.data };
+  for (const [key, value] of Object.entries(result.scalars)) fields[key] = { kind: 'scalar', value };
+  return encodeResponse(fields, dtype, form);
+}
+
+const errorResponses = {
+  400: problemSchema.describe('Invalid request: the errors name each offending field.'),
+  413: problemSchema.describe('Body larger than BODY_LIMIT.'),
+  415: problemSchema.describe('Unsupported content type.'),
+  503: problemSchema.describe('Queue full or shutting down; see Retry-After.'),
+};
+
+export async function computeRoutes(app: FastifyInstance) {
+  const r = app.withTypeProvider<ZodTypeProvider>();
+
+  // The response is JSON text written by the tensor encoder; fastify sends a string as is.
+  const handle = (pass: Pass) => async (body: Body, reply: FastifyReply) => {
+    const result = await app.compute.run(pass, toTask(body));
+    return reply.type('application/json').send(encodeResult(result, body.dtype, body.x.form));
+  };
+  const forward = handle('forward');
+  const backward = handle('backward');
+
+  r.post(
+    '/forward',
+    {
+      schema: {
+        summary: 'Normalization forward pass',
+        description:
+          'Normalizes x. Training mode returns y and the batch statistics (and updated running statistics when they were sent); eval mode returns y.',
+        tags: ['compute'],
+        body: batchNormForwardRequest.meta({ example: forwardExample }),
+        response: { 200: batchNormForwardResponse, ...errorResponses },
+      },
+    },
+    (request, reply) => forward(request.body as Body, reply),
+  );
+
+  r.post(
+    '/backward',
+    {
+      schema: {
+        summary: 'Normalization backward pass',
+        description:
+          'Given dy = dL/dy, returns dx, dgamma and dbeta. In training mode the statistics are recomputed from x unless the saved mean and invstd are sent.',
+        tags: ['compute'],
+        body: batchNormBackwardRequest.meta({ example: backwardExample }),
+        response: { 200: batchNormBackwardResponse, ...errorResponses },
+      },
+    },
+    (request, reply) => backward(request.body as Body, reply),
+  );
+}
