@@ -1,6 +1,6 @@
-import { allocate, type FloatArray } from '../tensor/tensor.js';
-import { gradSums, moments } from './moments.js';
-import { cast, castOptional, type KernelResult, type OpKernels } from './task.js';
+import type { FloatArray } from '../tensor/tensor.js';
+import { batchLayout, channelAffine, channelBackward, channelMoments } from './channel-norm.js';
+import { channelOp } from './channel-op.js';
 
 /**
  * Batch normalization over `x` laid out as `[N, C, inner]` (row-major; `inner` is
@@ -12,7 +12,7 @@ import { cast, castOptional, type KernelResult, type OpKernels } from './task.js
  *   invstd_c = 1 / sqrt(var_c + eps)                    eps inside the square root
  *   y        = gamma_c · (x − mean_c) · invstd_c + beta_c
  *
- * Statistics are accumulated in float64 with a two-pass method (see `moments`),
+ * Statistics are accumulated in float64 with a two-pass method (`channelMoments`),
  * whatever the element type of `x` and `y`. `gamma`/`beta` of `null` mean 1 and 0.
  *
  * Example: x = [[1], [2], [3], [4]] (N = 4, C = 1), correction 1, eps = 1e-5:
@@ -35,15 +35,12 @@ export function batchNormStats(
   correction: number,
   out: BatchNormStats,
 ): void {
-  const m = N * inner;
-  const mom = new Float64Array(2);
+  const L = batchLayout(N, C, inner);
+  channelMoments(x, L, out.mean, out.m2);
   for (let c = 0; c < C; c++) {
-    moments(x, c * inner, N, inner, C * inner, mom);
-    const v = mom[1]! / (m - correction);
-    out.mean[c] = mom[0]!;
+    const v = out.m2[c]! / (L.size - correction);
     out.var[c] = v;
     out.invstd[c] = 1 / Math.sqrt(v + eps);
-    out.m2[c] = mom[1]!;
   }
 }
 
@@ -64,10 +61,7 @@ export interface BatchNormForwardArgs {
 export function batchNormForward(a: BatchNormForwardArgs): void {
   const { x, N, C, inner, gamma, beta, y, stats } = a;
   batchNormStats(x, N, C, inner, a.eps, a.correction, stats);
-  for (let c = 0; c < C; c++) {
-    const scale = stats.invstd[c]! * (gamma ? gamma[c]! : 1);
-    affine(x, y, c * inner, N, inner, C * inner, stats.mean[c]!, scale, beta ? beta[c]! : 0);
-  }
+  channelAffine(x, y, batchLayout(N, C, inner), stats.mean, stats.invstd, gamma, beta);
 }
 
 /**
@@ -88,40 +82,8 @@ export interface BatchNormForwardEvalArgs {
 }
 
 export function batchNormForwardEval(a: BatchNormForwardEvalArgs): void {
-  const { x, N, C, inner, gamma, beta, eps, runningMean, runningVar, y } = a;
-  const stride = C * inner;
-  for (let c = 0; c < C; c++) {
-    const invstd = 1 / Math.sqrt(runningVar[c]! + eps);
-    affine(
-      x,
-      y,
-      c * inner,
-      N,
-      inner,
-      stride,
-      runningMean[c]!,
-      invstd * (gamma ? gamma[c]! : 1),
-      beta ? beta[c]! : 0,
-    );
-  }
-}
-
-/** y = (x − mean)·scale + shift over one channel; subtracting first keeps precision far from zero. */
-function affine(
-  x: FloatArray,
-  y: FloatArray,
-  start: number,
-  blocks: number,
-  len: number,
-  stride: number,
-  mean: number,
-  scale: number,
-  shift: number,
-): void {
-  for (let b = 0, base = start; b < blocks; b++, base += stride) {
-    const end = base + len;
-    for (let i = base; i < end; i++) y[i] = (x[i]! - mean) * scale + shift;
-  }
+  const invstd = Float64Array.from(a.runningVar, (v) => 1 / Math.sqrt(v + a.eps));
+  channelAffine(a.x, a.y, batchLayout(a.N, a.C, a.inner), a.runningMean, invstd, a.gamma, a.beta);
 }
 
 /**
@@ -155,34 +117,7 @@ export interface BatchNormBackwardArgs {
 }
 
 export function batchNormBackward(a: BatchNormBackwardArgs): void {
-  const { x, dy, dx, N, C, inner, gamma, correction, training } = a;
-  const m = N * inner;
-  const stride = C * inner;
-  const sums = new Float64Array(2);
-  for (let c = 0; c < C; c++) {
-    const mean = a.mean[c]!;
-    const invstd = a.invstd[c]!;
-    gradSums(x, dy, c * inner, N, inner, stride, mean, sums);
-    const dbeta = sums[0]!;
-    const dgamma = sums[1]! * invstd;
-    a.dbeta[c] = dbeta;
-    a.dgamma[c] = dgamma;
-    const k = (gamma ? gamma[c]! : 1) * invstd;
-    if (!training) {
-      for (let b = 0, base = c * inner; b < N; b++, base += stride) {
-        const end = base + inner;
-        for (let i = base; i < end; i++) dx[i] = dy[i]! * k;
-      }
-      continue;
-    }
-    const meanDy = dbeta / m;
-    // x̂ · dgamma / (m − correction) = (x − mean) · invstd · dgamma / (m − correction)
-    const proj = (invstd * dgamma) / (m - correction);
-    for (let b = 0, base = c * inner; b < N; b++, base += stride) {
-      const end = base + inner;
-      for (let i = base; i < end; i++) dx[i] = k * (dy[i]! - meanDy - (x[i]! - mean) * proj);
-    }
-  }
+  channelBackward({ ...a, L: batchLayout(a.N, a.C, a.inner) });
 }
 
 /**
@@ -216,109 +151,8 @@ export interface BatchNormParams {
   numBatchesTracked: number;
 }
 
-function newStats(C: number): BatchNormStats {
-  return {
-    mean: new Float64Array(C),
-    var: new Float64Array(C),
-    invstd: new Float64Array(C),
-    m2: new Float64Array(C),
-  };
-}
-
-/** Reads `[N, C, *spatial]` as the kernels' `[N, C, inner]`. */
-function sizes(shape: number[]) {
-  const N = shape[0]!;
-  const C = shape[1]!;
-  let inner = 1;
-  for (let d = 2; d < shape.length; d++) inner *= shape[d]!;
-  return { N, C, inner };
-}
-
-/** The batch_norm op: request tensors in, response tensors out (see `KernelTask`). */
-export const batchNorm: OpKernels<BatchNormParams> = {
-  forward({ dtype, shape, tensors: t, params: p }) {
-    const { N, C, inner } = sizes(shape);
-    const x = cast(t.x!, dtype);
-    const gamma = castOptional(t.gamma, dtype);
-    const beta = castOptional(t.beta, dtype);
-    const y = allocate(dtype, x.length);
-    const ch = [C];
-    if (!p.training) {
-      const runningMean = cast(t.runningMean!, dtype);
-      const runningVar = cast(t.runningVar!, dtype);
-      batchNormForwardEval({ x, N, C, inner, gamma, beta, eps: p.eps, runningMean, runningVar, y });
-      return { tensors: { y: { shape, data: y } }, scalars: {} };
-    }
-    const stats = newStats(C);
-    batchNormForward({ x, N, C, inner, gamma, beta, eps: p.eps, correction: p.correction, y, stats });
-    const result: KernelResult = {
-      tensors: {
-        y: { shape, data: y },
-        mean: { shape: ch, data: cast(stats.mean, dtype) },
-        var: { shape: ch, data: cast(stats.var, dtype) },
-        invstd: { shape: ch, data: cast(stats.invstd, dtype) },
-      },
-      scalars: {},
-    };
-    if (t.runningMean && t.runningVar) {
-      const factor = p.momentum ?? 1 / (p.numBatchesTracked + 1);
-      const runningMean = allocate(dtype, C);
-      const runningVar = allocate(dtype, C);
-      const rm = cast(t.runningMean, dtype);
-      const rv = cast(t.runningVar, dtype);
-      updateRunningStats(rm, rv, stats.mean, stats.m2, N * inner, factor, runningMean, runningVar);
-      result.tensors.runningMean = { shape: ch, data: runningMean };
-      result.tensors.runningVar = { shape: ch, data: runningVar };
-      result.scalars.numBatchesTracked = p.numBatchesTracked + 1;
-    }
-    return result;
-  },
-
-  backward({ dtype, shape, tensors: t, params: p }) {
-    const { N, C, inner } = sizes(shape);
-    const x = cast(t.x!, dtype);
-    const dy = cast(t.dy!, dtype);
-    const gamma = castOptional(t.gamma, dtype);
-    let mean: ArrayLike<number>;
-    let invstd: ArrayLike<number>;
-    if (!p.training) {
-      mean = cast(t.runningMean!, dtype);
-      const rv = cast(t.runningVar!, dtype);
-      invstd = Float64Array.from(rv, (v) => 1 / Math.sqrt(v + p.eps));
-    } else if (t.mean && t.invstd) {
-      mean = cast(t.mean, dtype);
-      invstd = cast(t.invstd, dtype);
-    } else {
-      const stats = newStats(C);
-      batchNormStats(x, N, C, inner, p.eps, p.correction, stats);
-      mean = stats.mean;
-      invstd = stats.invstd;
-    }
-    const dx = allocate(dtype, x.length);
-    const dgamma = allocate(dtype, C);
-    const dbeta = allocate(dtype, C);
-    batchNormBackward({
-      x,
-      dy,
-      N,
-      C,
-      inner,
-      gamma,
-      mean,
-      invstd,
-      correction: p.correction,
-      training: p.training,
-      dx,
-      dgamma,
-      dbeta,
-    });
-    return {
-      tensors: {
-        dx: { shape, data: dx },
-        dgamma: { shape: [C], data: dgamma },
-        dbeta: { shape: [C], data: dbeta },
-      },
-      scalars: {},
-    };
-  },
-};
+/** The batch_norm op: statistics per channel, shape [C]. */
+export const batchNorm = channelOp({
+  layout: (N, C, inner) => batchLayout(N, C, inner),
+  statsShape: (_N, C) => [C],
+});

@@ -1,4 +1,8 @@
 import { batchNorm } from './batch-norm.js';
+import { groupNorm } from './group-norm.js';
+import { instanceNorm } from './instance-norm.js';
+import { layerNorm } from './layer-norm.js';
+import { rmsNorm } from './rms-norm.js';
 import type { KernelResult, KernelTask, OpKernels } from './task.js';
 
 /**
@@ -7,6 +11,10 @@ import type { KernelResult, KernelTask, OpKernels } from './task.js';
  */
 export const registry = {
   batch_norm: batchNorm,
+  layer_norm: layerNorm,
+  group_norm: groupNorm,
+  instance_norm: instanceNorm,
+  rms_norm: rmsNorm,
 } satisfies Record<string, OpKernels<never>>;
 
 export type OpName = keyof typeof registry;

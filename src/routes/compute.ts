@@ -3,13 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Pass } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
 import { problemSchema } from '../problem.js';
-import {
-  batchNormBackwardRequest,
-  batchNormBackwardResponse,
-  batchNormForwardRequest,
-  batchNormForwardResponse,
-} from '../schemas/batch-norm.js';
-import { backwardExample, forwardExample } from '../schemas/examples.js';
+import { backwardRequest, backwardResponse, forwardRequest, forwardResponse } from '../schemas/ops.js';
 import { encodeResponse, type JsonField } from '../tensor/encode.js';
 import type { DecodedTensor, DType, TensorForm } from '../tensor/tensor.js';
 
@@ -66,8 +60,8 @@ export async function computeRoutes(app: FastifyInstance) {
         description:
           'Normalizes x. Training mode returns y and the batch statistics (and updated running statistics when they were sent); eval mode returns y.',
         tags: ['compute'],
-        body: batchNormForwardRequest.meta({ example: forwardExample }),
-        response: { 200: batchNormForwardResponse, ...errorResponses },
+        body: forwardRequest,
+        response: { 200: forwardResponse, ...errorResponses },
       },
     },
     (request, reply) => forward(request.body as Body, reply),
@@ -81,8 +75,8 @@ export async function computeRoutes(app: FastifyInstance) {
         description:
           'Given dy = dL/dy, returns dx, dgamma and dbeta. In training mode the statistics are recomputed from x unless the saved mean and invstd are sent.',
         tags: ['compute'],
-        body: batchNormBackwardRequest.meta({ example: backwardExample }),
-        response: { 200: batchNormBackwardResponse, ...errorResponses },
+        body: backwardRequest,
+        response: { 200: backwardResponse, ...errorResponses },
       },
     },
     (request, reply) => backward(request.body as Body, reply),

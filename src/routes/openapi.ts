@@ -1,4 +1,5 @@
 import type { SwaggerOptions } from '@fastify/swagger';
+import { tensorComponents } from '../schemas/tensor.js';
 
 /** The OpenAPI document's header; paths come from the routes' zod schemas. */
 export const openapiInfo: NonNullable<Extract<SwaggerOptions, { openapi?: unknown }>['openapi']> = {
@@ -24,6 +25,7 @@ export const openapiInfo: NonNullable<Extract<SwaggerOptions, { openapi?: unknow
     { name: 'operations', description: 'Liveness and readiness' },
   ],
   components: {
+    schemas: tensorComponents,
     securitySchemes: {
       apiKey: { type: 'http', scheme: 'bearer', description: 'Needed when API_KEYS is set.' },
     },

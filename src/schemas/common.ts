@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { type DecodedTensor, formatShape, sameShape } from '../tensor/tensor.js';
 import { tensorSchema } from './tensor.js';
 
-/** Fields every op shares, with their defaults and documentation. */
+/** Fields the ops share, with their defaults and documentation. */
 export const dtypeField = z
   .enum(['float64', 'float32'])
   .default('float64')
@@ -10,8 +10,12 @@ export const dtypeField = z
     'Element type of the computation and of the results. Statistics are accumulated in float64 either way.',
   );
 
-export const epsField = (fallback: number, doc = 'Added to the variance inside the square root.') =>
-  z.number().gt(0).default(fallback).describe(`${doc} Must be > 0. Default ${fallback}.`);
+export const epsField = (fallback: number) =>
+  z
+    .number()
+    .gt(0)
+    .default(fallback)
+    .describe(`Added to the variance inside the square root. Must be > 0. Default ${fallback}.`);
 
 export const correctionField = (fallback: number) =>
   z
@@ -47,9 +51,23 @@ export const numBatchesTrackedField = z
   .default(0)
   .describe('Batches seen before this one; used when momentum is null, returned incremented. Default 0.');
 
-export const channelTensor = (what: string) => tensorSchema(`${what} Shape [C].`).optional();
+export const normalizedShapeField = z
+  .array(z.number().int().min(1))
+  .min(1)
+  .optional()
+  .describe(
+    "The trailing dims of x to normalize over; must be a suffix of x's shape. Default: x's last dim.",
+  );
 
-type Ctx = z.core.$RefinementCtx;
+export const optionalTensor = (doc: string) => tensorSchema(doc).optional();
+
+export const dyField = tensorSchema('Gradient of the loss with respect to y, same shape as x.');
+
+export type Ctx = z.core.$RefinementCtx;
+
+export function issue(ctx: Ctx, path: string, message: string) {
+  ctx.addIssue({ code: 'custom', path: [path], message });
+}
 
 /** Adds a 400 issue at `path` when tensor `t` is present and its shape differs from `expected`. */
 export function expectShape(
@@ -60,11 +78,7 @@ export function expectShape(
   why: string,
 ) {
   if (t && !sameShape(t.shape, expected)) {
-    ctx.addIssue({
-      code: 'custom',
-      path: [path],
-      message: `expected shape ${formatShape(expected)} (${why}), got ${formatShape(t.shape)}`,
-    });
+    issue(ctx, path, `expected shape ${formatShape(expected)} (${why}), got ${formatShape(t.shape)}`);
   }
 }
 
@@ -72,7 +86,23 @@ export function expectShape(
 export function expectPair(ctx: Ctx, body: Record<string, unknown>, a: string, b: string) {
   if ((body[a] === undefined) !== (body[b] === undefined)) {
     const missing = body[a] === undefined ? a : b;
-    const sent = missing === a ? b : a;
-    ctx.addIssue({ code: 'custom', path: [missing], message: `required when ${sent} is sent` });
+    issue(ctx, missing, `required when ${missing === a ? b : a} is sent`);
+  }
+}
+
+export function expectMinRank(ctx: Ctx, x: DecodedTensor, rank: number, layout: string): boolean {
+  if (x.shape.length >= rank) return true;
+  issue(ctx, 'x', `expected rank ≥ ${rank} (${layout}), got rank ${x.shape.length}`);
+  return false;
+}
+
+/** m − correction must stay positive: the variance divides by it. */
+export function expectDivisor(ctx: Ctx, m: number, correction: number, what: string) {
+  if (m - correction <= 0) {
+    issue(
+      ctx,
+      'correction',
+      `m − correction must be > 0, where m = ${m} (${what}); got correction ${correction}`,
+    );
   }
 }

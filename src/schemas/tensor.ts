@@ -8,29 +8,33 @@ import type { DecodedTensor } from '../tensor/tensor.js';
  * `DecodedTensor` (shape + Float64Array) or a 400 naming the element.
  */
 const leafDoc = {
-  oneOf: [{ type: 'number' }, { type: 'string', enum: ['NaN', 'Infinity', '-Infinity'] }],
+  oneOf: [{ type: 'number' as const }, { type: 'string' as const, enum: ['NaN', 'Infinity', '-Infinity'] }],
+};
+
+/** The two tensor forms, documented once as OpenAPI components and referenced by every tensor field. */
+export const tensorComponents = {
+  NestedTensor: {
+    title: 'nested',
+    description:
+      'Rectangular nested array of numbers, rank ≥ 1, e.g. [[1, 2], [3, 4]]. Non-finite values as "NaN", "Infinity", "-Infinity".',
+    type: 'array' as const,
+    items: {},
+  },
+  FlatTensor: {
+    title: 'flat',
+    description: 'Shape plus flat row-major data, e.g. {"shape": [2, 2], "data": [1, 2, 3, 4]}.',
+    type: 'object' as const,
+    required: ['shape', 'data'],
+    additionalProperties: false,
+    properties: {
+      shape: { type: 'array' as const, items: { type: 'integer' as const, minimum: 1 }, minItems: 1 },
+      data: { type: 'array' as const, items: leafDoc },
+    },
+  },
 };
 
 const tensorDoc = {
-  oneOf: [
-    {
-      title: 'nested',
-      description: 'Rectangular nested array of numbers, rank ≥ 1, e.g. [[1, 2], [3, 4]].',
-      type: 'array',
-      items: {},
-    },
-    {
-      title: 'flat',
-      description: 'Shape plus flat row-major data, e.g. {"shape": [2, 2], "data": [1, 2, 3, 4]}.',
-      type: 'object',
-      required: ['shape', 'data'],
-      additionalProperties: false,
-      properties: {
-        shape: { type: 'array', items: { type: 'integer', minimum: 1 }, minItems: 1 },
-        data: { type: 'array', items: leafDoc },
-      },
-    },
-  ],
+  oneOf: [{ $ref: '#/components/schemas/NestedTensor' }, { $ref: '#/components/schemas/FlatTensor' }],
 };
 
 export function tensorSchema(description: string, limits?: DecodeLimits) {
