@@ -7,7 +7,7 @@ import type { Config } from './config.js';
 import { registerProblemHandlers } from './problem.js';
 import { computeRoutes } from './routes/compute.js';
 import { healthRoutes } from './routes/health.js';
-import { openapiInfo } from './routes/openapi.js';
+import { addBinaryContent, openapiInfo } from './routes/openapi.js';
 import { computePool } from './workers/pool.js';
 
 /** The whole service as a Fastify instance; the process concerns live in server.ts. */
@@ -28,7 +28,11 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
   registerProblemHandlers(app);
   registerApiKeys(app, config.apiKeys);
 
-  await app.register(swagger, { openapi: openapiInfo, transform: jsonSchemaTransform });
+  await app.register(swagger, {
+    openapi: openapiInfo,
+    transform: jsonSchemaTransform,
+    transformObject: addBinaryContent as never,
+  });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(computePool, { workers: config.workers, maxQueue: config.maxQueue });
   await app.register(healthRoutes);

@@ -7,3 +7,4 @@ import createError from '@fastify/error';
  */
 export const Overloaded = createError('NORMSERVE_OVERLOADED', 'The worker queue is full; retry shortly', 503);
 export const Unauthorized = createError('NORMSERVE_UNAUTHORIZED', 'A valid API key is required', 401);
+export const InvalidBody = createError<[string]>('NORMSERVE_INVALID_BODY', '%s', 400);

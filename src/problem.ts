@@ -107,6 +107,8 @@ function fromError(error: FastifyError, request: FastifyRequest): Problem {
     request.log.error({ err: error }, 'request failed');
     return problem(500, 'The request could not be completed.', undefined, 'internal');
   }
+  const fields = (error as { fields?: FieldError[] }).fields;
+  if (status === 400 && fields) return problem(400, error.message, fields, 'invalid-request');
   switch (error.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
@@ -116,7 +118,7 @@ function fromError(error: FastifyError, request: FastifyRequest): Problem {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return problem(
         415,
-        `${error.message}. Send application/json.`,
+        `${error.message}. Send application/json or application/x-safetensors.`,
         [{ path: 'content-type', message: 'unsupported' }],
         'unsupported-media-type',
       );

@@ -10,7 +10,7 @@ export interface KernelTask<P = Record<string, unknown>> {
   dtype: DType;
   /** Shape of x. */
   shape: number[];
-  tensors: Record<string, Float64Array | undefined>;
+  tensors: Record<string, FloatArray | undefined>;
   params: P;
 }
 
@@ -25,10 +25,11 @@ export interface OpKernels<P = never> {
 }
 
 /** The computation's element type: float32 rounds the inputs once, as a float32 framework would. */
-export function cast(data: Float64Array, dtype: DType): FloatArray {
-  return dtype === 'float32' ? Float32Array.from(data) : data;
+export function cast(data: FloatArray, dtype: DType): FloatArray {
+  if (dtype === 'float32') return data instanceof Float32Array ? data : Float32Array.from(data);
+  return data instanceof Float64Array ? data : Float64Array.from(data);
 }
 
-export function castOptional(data: Float64Array | undefined, dtype: DType): FloatArray | null {
+export function castOptional(data: FloatArray | undefined, dtype: DType): FloatArray | null {
   return data === undefined ? null : cast(data, dtype);
 }

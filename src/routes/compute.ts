@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Pass } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
@@ -6,12 +6,15 @@ import { problemSchema } from '../problem.js';
 import { backwardRequest, backwardResponse, forwardRequest, forwardResponse } from '../schemas/ops.js';
 import { encodeResponse, type JsonField } from '../tensor/encode.js';
 import type { DecodedTensor, DType, TensorForm } from '../tensor/tensor.js';
+import { encodeBinaryResult, registerSafetensorsParser, SAFETENSORS, wantsSafetensors } from './binary.js';
 
 /** A validated body: its op and dtype, decoded tensors, and scalar parameters. */
 type Body = { op: string; dtype: DType; x: DecodedTensor } & Record<string, unknown>;
 
 function isTensor(v: unknown): v is DecodedTensor {
-  return typeof v === 'object' && v !== null && (v as DecodedTensor).data instanceof Float64Array;
+  if (typeof v !== 'object' || v === null) return false;
+  const data = (v as DecodedTensor).data;
+  return data instanceof Float64Array || data instanceof Float32Array;
 }
 
 /** Splits a validated body into the worker's task: tensors (to be moved) and parameters. */
@@ -44,9 +47,14 @@ const errorResponses = {
 export async function computeRoutes(app: FastifyInstance) {
   const r = app.withTypeProvider<ZodTypeProvider>();
 
-  // The response is JSON text written by the tensor encoder; fastify sends a string as is.
-  const handle = (pass: Pass) => async (body: Body, reply: FastifyReply) => {
+  registerSafetensorsParser(app);
+
+  // The response is JSON text written by the tensor encoder (fastify sends a string as is),
+  // or safetensors bytes when the client's Accept asks for them.
+  const handle = (pass: Pass) => async (request: FastifyRequest, reply: FastifyReply) => {
+    const body = request.body as Body;
     const result = await app.compute.run(pass, toTask(body));
+    if (wantsSafetensors(request)) return reply.type(SAFETENSORS).send(encodeBinaryResult(result));
     return reply.type('application/json').send(encodeResult(result, body.dtype, body.x.form));
   };
   const forward = handle('forward');
@@ -64,7 +72,7 @@ export async function computeRoutes(app: FastifyInstance) {
         response: { 200: forwardResponse, ...errorResponses },
       },
     },
-    (request, reply) => forward(request.body as Body, reply),
+    forward,
   );
 
   r.post(
@@ -79,6 +87,6 @@ export async function computeRoutes(app: FastifyInstance) {
         response: { 200: backwardResponse, ...errorResponses },
       },
     },
-    (request, reply) => backward(request.body as Body, reply),
+    backward,
   );
 }

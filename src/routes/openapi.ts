@@ -31,3 +31,42 @@ export const openapiInfo: NonNullable<Extract<SwaggerOptions, { openapi?: unknow
     },
   },
 };
+
+type Doc = { paths?: Record<string, Record<string, OperationDoc>> };
+type OperationDoc = {
+  requestBody?: { content?: Record<string, unknown> };
+  responses?: Record<string, { content?: Record<string, unknown> }>;
+};
+
+const binaryBody = {
+  schema: {
+    type: 'string',
+    format: 'binary',
+    description:
+      "safetensors: tensors named as the JSON fields (x, gamma, beta, dy, runningMean, …), dtype F32 or F64 (the computation uses x's); the scalar fields (op, eps, correction, training, momentum, numBatchesTracked, numGroups, normalizedShape) as JSON text in __metadata__.",
+  },
+};
+
+const binaryResponse = {
+  schema: {
+    type: 'string',
+    format: 'binary',
+    description:
+      "safetensors with the response's tensors (dtype of the computation); integer results such as numBatchesTracked in __metadata__. Sent when Accept asks for application/x-safetensors.",
+  },
+};
+
+/**
+ * The routes' zod schemas describe the JSON body; the same endpoints also take and
+ * give safetensors, which this adds to the document as `format: binary` content.
+ */
+export function addBinaryContent({ openapiObject }: { openapiObject: Partial<Doc> }) {
+  for (const path of ['/forward', '/backward']) {
+    const op = openapiObject.paths?.[path]?.post;
+    if (!op) continue;
+    if (op.requestBody?.content) op.requestBody.content['application/x-safetensors'] = binaryBody;
+    const ok = op.responses?.['200'];
+    if (ok?.content) ok.content['application/x-safetensors'] = binaryResponse;
+  }
+  return openapiObject;
+}

@@ -1,4 +1,4 @@
-import { type DecodedTensor, MAX_RANK, NON_FINITE } from './tensor.js';
+import { BinaryTensor, type DecodedTensor, MAX_RANK, NON_FINITE } from './tensor.js';
 
 /**
  * Decodes one JSON tensor in a single tight pass over its numbers.
@@ -27,6 +27,7 @@ export const DEFAULT_LIMITS: DecodeLimits = { maxElements: 1 << 27 };
 
 export function decodeTensor(value: unknown, limits: DecodeLimits = DEFAULT_LIMITS): DecodeResult {
   if (value === undefined) return fail([], 'required');
+  if (value instanceof BinaryTensor) return checkBinary(value);
   if (Array.isArray(value)) return decodeNested(value, limits);
   if (value !== null && typeof value === 'object')
     return decodeFlat(value as Record<string, unknown>, limits);
@@ -146,4 +147,12 @@ function decodeFlat(value: Record<string, unknown>, limits: DecodeLimits): Decod
     out[i] = v;
   }
   return { ok: true, tensor: { shape: shape as number[], data: out, form: 'flat' } };
+}
+
+function checkBinary(t: BinaryTensor): DecodeResult {
+  if (t.shape.length === 0) return fail([], 'rank must be ≥ 1');
+  if (t.shape.length > MAX_RANK) return fail([], `rank above ${MAX_RANK} is not supported`);
+  if (t.shape.some((d) => d < 1))
+    return fail([], 'empty dimensions are not allowed: every dimension must be ≥ 1');
+  return { ok: true, tensor: { shape: t.shape, data: t.data, form: 'flat' } };
 }

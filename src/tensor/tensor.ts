@@ -13,8 +13,19 @@ export interface Tensor<A extends FloatArray = FloatArray> {
   data: A;
 }
 
-export interface DecodedTensor extends Tensor<Float64Array> {
+export interface DecodedTensor extends Tensor {
   form: TensorForm;
+}
+
+/**
+ * A tensor that arrived already binary (safetensors): the schema takes it as is,
+ * checking only its shape. Responses to it are flat JSON or safetensors.
+ */
+export class BinaryTensor {
+  constructor(
+    readonly shape: number[],
+    readonly data: FloatArray,
+  ) {}
 }
 
 /** Deepest rank a tensor may have; keeps recursion over nested arrays shallow. */

@@ -1,0 +1,86 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { InvalidBody } from '../errors.js';
+import type { KernelResult } from '../kernels/task.js';
+import { decodeSafetensors, encodeSafetensors, SafetensorsError } from '../tensor/safetensors.js';
+import { BinaryTensor } from '../tensor/tensor.js';
+
+/**
+ * The safetensors transport: a request body of `application/x-safetensors` becomes
+ * the same body object a JSON request would give (tensors named as the JSON
+ * fields, scalar fields from `__metadata__` as JSON text), so one schema validates both.
+ */
+export const SAFETENSORS = 'application/x-safetensors';
+
+/** A 400 naming the part of the body at fault; the error handler lists it in `errors`. */
+function invalid(path: string, message: string) {
+  const err = new InvalidBody(`Invalid safetensors body: ${path}: ${message}`);
+  return Object.assign(err, { fields: [{ path, message }] });
+}
+
+/** `__metadata__` strings are JSON text ("1e-5", "true", "null", "[4]"); `op` and `dtype` may be bare words. */
+function metadataValue(key: string, text: string): unknown {
+  if ((key === 'op' || key === 'dtype') && !text.startsWith('"')) return text;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw invalid(
+      `__metadata__.${key}`,
+      `expected JSON text (e.g. "1e-5", "true", "null", "[4]"), got ${JSON.stringify(text)}`,
+    );
+  }
+}
+
+export function safetensorsToBody(buf: Buffer): Record<string, unknown> {
+  // A Buffer that owns its ArrayBuffer can lend views to workers; a slice of Node's pool cannot.
+  const exclusive = buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength;
+  let file: ReturnType<typeof decodeSafetensors>;
+  try {
+    file = decodeSafetensors(buf, exclusive);
+  } catch (err) {
+    if (err instanceof SafetensorsError) throw invalid(err.path, err.message);
+    throw err;
+  }
+  const body: Record<string, unknown> = Object.create(null);
+  for (const [key, text] of Object.entries(file.metadata)) {
+    if (key in file.tensors) throw invalid(`__metadata__.${key}`, `"${key}" is also a tensor`);
+    body[key] = metadataValue(key, text);
+  }
+  for (const [name, t] of Object.entries(file.tensors)) body[name] = new BinaryTensor(t.shape, t.data);
+  const x = file.tensors.x;
+  if (x) {
+    // The computation's element type is x's.
+    const dtype = x.dtype === 'F32' ? 'float32' : 'float64';
+    if (body.dtype !== undefined && body.dtype !== dtype) {
+      throw invalid('dtype', `"${String(body.dtype)}" contradicts x's dtype ${x.dtype}; omit it or match it`);
+    }
+    body.dtype = dtype;
+  }
+  return { ...body };
+}
+
+export function registerSafetensorsParser(app: FastifyInstance) {
+  app.addContentTypeParser(SAFETENSORS, { parseAs: 'buffer' }, (_request, body, done) => {
+    try {
+      done(null, safetensorsToBody(body as Buffer));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+}
+
+/** True when the Accept header lists safetensors with a non-zero quality. */
+export function wantsSafetensors(request: FastifyRequest): boolean {
+  const accept = request.headers.accept;
+  if (!accept) return false;
+  return accept.split(',').some((part) => {
+    const [type, ...params] = part.trim().split(';');
+    if (type?.trim().toLowerCase() !== SAFETENSORS) return false;
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+    return q === undefined || Number(q.slice(2)) > 0;
+  });
+}
+
+export function encodeBinaryResult(result: KernelResult): Buffer {
+  const metadata = Object.fromEntries(Object.entries(result.scalars).map(([k, v]) => [k, String(v)]));
+  return encodeSafetensors(result.tensors, metadata);
+}
