@@ -16,7 +16,8 @@ export interface Problem {
   title: string;
   status: number;
   detail: string;
-  errors?: FieldError[];
+  /** the fields at fault; empty when the problem is not about a field (overload, internal) */
+  errors: FieldError[];
 }
 
 export const problemSchema = z
@@ -29,7 +30,7 @@ export const problemSchema = z
       .array(
         z.object({ path: z.string().describe('The field, e.g. "gamma" or "x[1][0]".'), message: z.string() }),
       )
-      .optional(),
+      .describe('The fields at fault; empty when the problem is not about a field.'),
   })
   .describe('RFC 9457 problem details (application/problem+json).');
 
@@ -80,15 +81,9 @@ export function sendProblem(reply: FastifyReply, problem: Problem): FastifyReply
   return reply.code(problem.status).type('application/problem+json').send(JSON.stringify(problem));
 }
 
-export function problem(status: number, detail: string, errors?: FieldError[], code?: string): Problem {
+export function problem(status: number, detail: string, errors: FieldError[] = [], code?: string): Problem {
   const slug = (code ?? TITLES[status] ?? 'error').toLowerCase().replace(/[^a-z0-9]+/g, '-');
-  return {
-    type: `${TYPE_BASE}${slug}`,
-    title: TITLES[status] ?? 'Error',
-    status,
-    detail,
-    ...(errors ? { errors } : {}),
-  };
+  return { type: `${TYPE_BASE}${slug}`, title: TITLES[status] ?? 'Error', status, detail, errors };
 }
 
 function fromError(error: FastifyError, request: FastifyRequest): Problem {
@@ -114,7 +109,7 @@ function fromError(error: FastifyError, request: FastifyRequest): Problem {
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return problem(400, error.message, [{ path: 'body', message: error.message }], 'malformed-json');
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return problem(413, error.message, undefined, 'body-too-large');
+      return problem(413, error.message, [{ path: 'body', message: error.message }], 'body-too-large');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return problem(
         415,
@@ -126,6 +121,14 @@ function fromError(error: FastifyError, request: FastifyRequest): Problem {
   if (error instanceof SyntaxError || /JSON/.test(error.message)) {
     return problem(400, error.message, [{ path: 'body', message: error.message }], 'malformed-json');
   }
+  if (status === 401) {
+    return problem(
+      401,
+      error.message,
+      [{ path: 'authorization', message: 'expected "Bearer <key>"' }],
+      'unauthorized',
+    );
+  }
   return problem(status, error.message, undefined, error.code);
 }
 
@@ -133,9 +136,15 @@ export function registerProblemHandlers(app: FastifyInstance) {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const p = fromError(error, request);
     if (p.status === 503) reply.header('retry-after', '1');
+    if (p.status === 401) reply.header('www-authenticate', 'Bearer');
     return sendProblem(reply, p);
   });
   app.setNotFoundHandler((request, reply) =>
     sendProblem(reply, problem(404, `No route ${request.method} ${request.url}.`, undefined, 'not-found')),
   );
+}
+
+/** A documented error response: problem details as application/problem+json. */
+export function problemResponse(description: string) {
+  return { description, content: { 'application/problem+json': { schema: problemSchema } } };
 }

@@ -16,7 +16,7 @@ import { channelOp } from './channel-op.js';
  * whatever the element type of `x` and `y`. `gamma`/`beta` of `null` mean 1 and 0.
  *
  * Example: x = [[1], [2], [3], [4]] (N = 4, C = 1), correction 1, eps = 1e-5:
- * mean = 2.5, var = 5/3, invstd ≈ 0.774594, y[0] ≈ −1.161891.
+ * mean = 2.5, var = 5/3, invstd ≈ 0.774594, y[0] ≈ −1.161892.
  */
 export interface BatchNormStats {
   /** Per-channel outputs in float64: mean, var (divisor m − correction), invstd, and M2 = Σ (x − mean)². */

@@ -96,7 +96,8 @@ export function channelMoments(x: FloatArray, L: ChannelLayout, mean: Float64Arr
     const q = m2[g]! - (s * s) / size;
     // Rounding can leave a tiny negative M2 for a constant group; a variance is never negative.
     m2[g] = q > 0 || Number.isNaN(q) ? q : 0;
-    mean[g] = mean[g]! + s / size;
+    // An infinite mean stays infinite: its deviations are NaN and must not correct it.
+    if (Number.isFinite(mean[g]!)) mean[g] = mean[g]! + s / size;
   }
 }
 

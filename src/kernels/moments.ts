@@ -60,7 +60,8 @@ export function moments(
     }
   }
   const m2 = sd2a + sd2b - (sd * sd) / m;
-  out[0] = mean0 + sd / m;
+  // An infinite mean stays infinite: its deviations are NaN and must not correct it.
+  out[0] = Number.isFinite(mean0) ? mean0 + sd / m : mean0;
   // Rounding can leave a tiny negative M2 for a constant group; a variance is never negative.
   out[1] = m2 > 0 || Number.isNaN(m2) ? m2 : 0;
 }

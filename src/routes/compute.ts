@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Pass } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
-import { problemSchema } from '../problem.js';
+import { problemResponse } from '../problem.js';
 import { backwardRequest, backwardResponse, forwardRequest, forwardResponse } from '../schemas/ops.js';
 import { encodeResponse, type JsonField } from '../tensor/encode.js';
 import type { DecodedTensor, DType, TensorForm } from '../tensor/tensor.js';
@@ -38,10 +38,11 @@ export function encodeResult(result: KernelResult, dtype: DType, form: TensorFor
 }
 
 const errorResponses = {
-  400: problemSchema.describe('Invalid request: the errors name each offending field.'),
-  413: problemSchema.describe('Body larger than BODY_LIMIT.'),
-  415: problemSchema.describe('Unsupported content type.'),
-  503: problemSchema.describe('Queue full or shutting down; see Retry-After.'),
+  400: problemResponse('Invalid request: the errors name each offending field.'),
+  401: problemResponse('Missing or wrong API key (only when API_KEYS is configured).'),
+  413: problemResponse('Body larger than BODY_LIMIT.'),
+  415: problemResponse('Unsupported content type.'),
+  503: problemResponse('Queue full or shutting down; see Retry-After.'),
 };
 
 export async function computeRoutes(app: FastifyInstance) {
@@ -68,6 +69,7 @@ export async function computeRoutes(app: FastifyInstance) {
         description:
           'Normalizes x. Training mode returns y and the batch statistics (and updated running statistics when they were sent); eval mode returns y.',
         tags: ['compute'],
+        security: [{ apiKey: [] }],
         body: forwardRequest,
         response: { 200: forwardResponse, ...errorResponses },
       },
@@ -83,6 +85,7 @@ export async function computeRoutes(app: FastifyInstance) {
         description:
           'Given dy = dL/dy, returns dx, dgamma and dbeta. In training mode the statistics are recomputed from x unless the saved mean and invstd are sent.',
         tags: ['compute'],
+        security: [{ apiKey: [] }],
         body: backwardRequest,
         response: { 200: backwardResponse, ...errorResponses },
       },

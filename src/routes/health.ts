@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { problem, problemSchema, sendProblem } from '../problem.js';
+import { problem, problemResponse, sendProblem } from '../problem.js';
 
 const status = z.object({ status: z.string() });
 
@@ -27,7 +27,7 @@ export async function healthRoutes(app: FastifyInstance) {
         description:
           'Answers 200 when the worker pool is up and the service is not shutting down, 503 otherwise.',
         tags: ['operations'],
-        response: { 200: status, 503: problemSchema },
+        response: { 200: status, 503: problemResponse('Starting or shutting down.') },
       },
     },
     async (_request, reply) => {

@@ -137,7 +137,10 @@ const spatial = (shape: number[]) => sizeOf(shape) / (shape[0]! * shape[1]!);
 export const batchNorm = {
   ...requests(
     {
-      op: z.literal('batch_norm').default('batch_norm').describe('The normalization. Default "batch_norm".'),
+      op: z
+        .literal('batch_norm')
+        .default('batch_norm')
+        .describe('Batch normalization (F.batch_norm, with selectable correction). The default op.'),
       x: tensorSchema('The batch, shape [N, C, *spatial], rank ≥ 2.'),
       ...affine,
       eps: epsField(1e-5),
@@ -164,7 +167,7 @@ export const batchNorm = {
 export const instanceNorm = {
   ...requests(
     {
-      op: z.literal('instance_norm'),
+      op: z.literal('instance_norm').describe('Instance normalization (F.instance_norm).'),
       x: tensorSchema('The batch, shape [N, C, *spatial], rank ≥ 3.'),
       ...affine,
       eps: epsField(1e-5),
@@ -193,7 +196,7 @@ const numGroups = (body: Record<string, unknown>) => body.numGroups as number;
 export const groupNorm = {
   ...requests(
     {
-      op: z.literal('group_norm'),
+      op: z.literal('group_norm').describe('Group normalization (F.group_norm).'),
       x: tensorSchema('The batch, shape [N, C, *spatial], rank ≥ 2.'),
       numGroups: z
         .number()

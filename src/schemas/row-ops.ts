@@ -67,7 +67,7 @@ function check(statNames: string[], backward: boolean) {
 }
 
 const layerFields = {
-  op: z.literal('layer_norm'),
+  op: z.literal('layer_norm').describe('Layer normalization (F.layer_norm).'),
   x: tensorSchema('The input, shape [*, *normalizedShape].'),
   normalizedShape: normalizedShapeField,
   gamma: optionalTensor('Scale (weight), shape normalizedShape. Default: ones.'),
@@ -105,7 +105,7 @@ export const layerNorm = {
 export const MACHINE_EPSILON = { float64: 2 ** -52, float32: 2 ** -23 } as const;
 
 const rmsFields = {
-  op: z.literal('rms_norm'),
+  op: z.literal('rms_norm').describe('RMS normalization (F.rms_norm).'),
   x: tensorSchema('The input, shape [*, *normalizedShape].'),
   normalizedShape: normalizedShapeField,
   gamma: optionalTensor('Scale (weight), shape normalizedShape. Default: ones. rms_norm has no beta.'),

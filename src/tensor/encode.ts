@@ -6,14 +6,16 @@ import type { DType, FloatArray, TensorForm } from './tensor.js';
  * and "-Infinity" (JSON has no literal for them and must never get `null`).
  *
  * float32 values are written with the fewest digits that round-trip to the
- * same float32 (0.1, not 0.10000000149011612).
+ * same float32 (0.1, not 0.10000000149011612); −0 keeps its sign.
  */
 export function formatNumber(v: number, dtype: DType): string {
   if (Number.isNaN(v)) return '"NaN"';
   if (v === Number.POSITIVE_INFINITY) return '"Infinity"';
   if (v === Number.NEGATIVE_INFINITY) return '"-Infinity"';
-  if (dtype === 'float64' || v === 0) return String(v);
-  for (let p = 6; p < 9; p++) {
+  if (v === 0) return Object.is(v, -0) ? '-0' : '0';
+  if (dtype === 'float64') return String(v);
+  // Normal float32 values never round-trip with fewer than 6 digits tried first; subnormals may need 1.
+  for (let p = Math.abs(v) < 2 ** -126 ? 1 : 6; p < 9; p++) {
     const short = Number(v.toPrecision(p));
     if (Math.fround(short) === v) return String(short);
   }

@@ -60,11 +60,13 @@ async function poolPlugin(app: FastifyInstance, opts: PoolOptions) {
 
   const compute: Compute = {
     async run(pass, task, signal) {
-      if (pool.queueSize >= opts.maxQueue && pool.utilization >= 1) throw new Overloaded();
       try {
         return (await pool.run(task, { name: pass, transferList: buffersOf(task), signal })) as KernelResult;
       } catch (err) {
-        if (err instanceof Error && /queue is at limit/i.test(err.message)) throw new Overloaded();
+        // piscina's two ways of saying "full": the queue is at maxQueue, or there is no queue (maxQueue 0).
+        if (err instanceof Error && /queue is at limit|no task queue available/i.test(err.message)) {
+          throw new Overloaded();
+        }
         throw err;
       }
     },
