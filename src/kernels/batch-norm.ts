@@ -1,6 +1,7 @@
 import type { FloatArray } from '../tensor/tensor.js';
-import { batchLayout, channelAffine, channelBackward, channelMoments } from './channel-norm.js';
+import { batchLayout, channelKernels } from './channel-norm.js';
 import { channelOp } from './channel-op.js';
+import { f64 } from './task.js';
 
 /**
  * Batch normalization over `x` laid out as `[N, C, inner]` (row-major; `inner` is
@@ -36,7 +37,7 @@ export function batchNormStats(
   out: BatchNormStats,
 ): void {
   const L = batchLayout(N, C, inner);
-  channelMoments(x, L, out.mean, out.m2);
+  channelKernels(x).moments(x, L, out.mean, out.m2);
   for (let c = 0; c < C; c++) {
     const v = out.m2[c]! / (L.size - correction);
     out.var[c] = v;
@@ -61,7 +62,8 @@ export interface BatchNormForwardArgs {
 export function batchNormForward(a: BatchNormForwardArgs): void {
   const { x, N, C, inner, gamma, beta, y, stats } = a;
   batchNormStats(x, N, C, inner, a.eps, a.correction, stats);
-  channelAffine(x, y, batchLayout(N, C, inner), stats.mean, stats.invstd, gamma, beta);
+  const k = channelKernels(x);
+  k.affine(x, y, batchLayout(N, C, inner), stats.mean, stats.invstd, gamma && f64(gamma), beta && f64(beta));
 }
 
 /**
@@ -83,7 +85,16 @@ export interface BatchNormForwardEvalArgs {
 
 export function batchNormForwardEval(a: BatchNormForwardEvalArgs): void {
   const invstd = Float64Array.from(a.runningVar, (v) => 1 / Math.sqrt(v + a.eps));
-  channelAffine(a.x, a.y, batchLayout(a.N, a.C, a.inner), a.runningMean, invstd, a.gamma, a.beta);
+  const { gamma, beta } = a;
+  channelKernels(a.x).affine(
+    a.x,
+    a.y,
+    batchLayout(a.N, a.C, a.inner),
+    f64(a.runningMean),
+    invstd,
+    gamma && f64(gamma),
+    beta && f64(beta),
+  );
 }
 
 /**
@@ -117,30 +128,13 @@ export interface BatchNormBackwardArgs {
 }
 
 export function batchNormBackward(a: BatchNormBackwardArgs): void {
-  channelBackward({ ...a, L: batchLayout(a.N, a.C, a.inner) });
-}
-
-/**
- * Running statistics update (PyTorch's convention: the running variance is
- * always the unbiased one, M2 / (m − 1), whatever `correction` is):
- *
- *   runningMean' = (1 − f) · runningMean + f · mean
- *   runningVar'  = (1 − f) · runningVar  + f · M2 / (m − 1)
- */
-export function updateRunningStats(
-  runningMean: FloatArray,
-  runningVar: FloatArray,
-  mean: ArrayLike<number>,
-  m2: ArrayLike<number>,
-  m: number,
-  factor: number,
-  outMean: FloatArray,
-  outVar: FloatArray,
-): void {
-  for (let c = 0; c < runningMean.length; c++) {
-    outMean[c] = (1 - factor) * runningMean[c]! + factor * mean[c]!;
-    outVar[c] = (1 - factor) * runningVar[c]! + (factor * m2[c]!) / (m - 1);
-  }
+  channelKernels(a.x).backward({
+    ...a,
+    L: batchLayout(a.N, a.C, a.inner),
+    gamma: a.gamma && f64(a.gamma),
+    stats: { mean: Float64Array.from(a.mean), invstd: Float64Array.from(a.invstd) },
+    eps: 0,
+  });
 }
 
 export interface BatchNormParams {

@@ -1,4 +1,5 @@
 import type { FloatArray } from '../tensor/tensor.js';
+import { accumulator, CHUNK, chunkFunctions, cleanM2, merge } from './chunk.js';
 
 /**
  * What batch, instance and group norm share: `x` laid out as `[N, C, inner]`,
@@ -9,7 +10,9 @@ import type { FloatArray } from '../tensor/tensor.js';
  *   instance norm  group(n, c) = n·C + c              N·C groups of inner values
  *   group norm     group(n, c) = n·G + ⌊c / (C/G)⌋    N·G groups of (C/G)·inner values
  *
- * Loops walk the runs in memory order; per-group sums are kept in float64.
+ * Loops walk the runs in memory order; per-group sums are kept in float64;
+ * parameters and statistics are float64 arrays, only x, y, dy and dx have the
+ * request's element type.
  */
 export interface ChannelLayout {
   N: number;
@@ -43,109 +46,17 @@ export const instanceLayout = (N: number, C: number, inner: number): ChannelLayo
 export const groupLayout = (N: number, C: number, inner: number, G: number): ChannelLayout =>
   layout(N, C, inner, N * G, (n, c) => n * G + Math.floor(c / (C / G)));
 
-/**
- * Per-group mean and M2 = Σ (x − mean)², two passes in float64: a first mean,
- * then the deviations d from it with the compensated correction
- * M2 = Σ d² − (Σ d)² / m and mean += Σ d / m. Accurate far from zero
- * (1e9 + small noise), never E[x²] − E[x]², and M2 = 0 exactly for a constant group.
- */
-export function channelMoments(x: FloatArray, L: ChannelLayout, mean: Float64Array, m2: Float64Array): void {
-  const { inner, group, groups, size } = L;
-  const runs = group.length;
-  const sd = new Float64Array(groups);
-  mean.fill(0, 0, groups);
-  m2.fill(0, 0, groups);
-  for (let r = 0, base = 0; r < runs; r++, base += inner) {
-    let s0 = 0;
-    let s1 = 0;
-    const end = base + inner;
-    let i = base;
-    for (; i + 1 < end; i += 2) {
-      s0 += x[i]!;
-      s1 += x[i + 1]!;
-    }
-    if (i < end) s0 += x[i]!;
-    mean[group[r]!]! += s0 + s1;
-  }
-  for (let g = 0; g < groups; g++) mean[g] = mean[g]! / size;
-  for (let r = 0, base = 0; r < runs; r++, base += inner) {
-    const g = group[r]!;
-    const mu = mean[g]!;
-    let s = 0;
-    let q0 = 0;
-    let q1 = 0;
-    const end = base + inner;
-    let i = base;
-    for (; i + 1 < end; i += 2) {
-      const d0 = x[i]! - mu;
-      const d1 = x[i + 1]! - mu;
-      s += d0 + d1;
-      q0 += d0 * d0;
-      q1 += d1 * d1;
-    }
-    if (i < end) {
-      const d = x[i]! - mu;
-      s += d;
-      q0 += d * d;
-    }
-    sd[g]! += s;
-    m2[g]! += q0 + q1;
-  }
-  for (let g = 0; g < groups; g++) {
-    const s = sd[g]!;
-    const q = m2[g]! - (s * s) / size;
-    // Rounding can leave a tiny negative M2 for a constant group; a variance is never negative.
-    m2[g] = q > 0 || Number.isNaN(q) ? q : 0;
-    // An infinite mean stays infinite: its deviations are NaN and must not correct it.
-    if (Number.isFinite(mean[g]!)) mean[g] = mean[g]! + s / size;
-  }
-}
+/** Runs shorter than this are summed group-wise in two passes rather than chunk by chunk. */
+const MIN_RUN = 16;
 
-/**
- * y = gamma_c · (x − mean_g) · invstd_g + beta_c, subtracting the mean first so
- * that values far from zero keep their precision. `statGroup` maps a run to the
- * index of its statistics (the layout's group, or the channel for running statistics).
- */
-export function channelAffine(
-  x: FloatArray,
-  y: FloatArray,
-  L: ChannelLayout,
-  mean: ArrayLike<number>,
-  invstd: ArrayLike<number>,
-  gamma: FloatArray | null,
-  beta: FloatArray | null,
-  statGroup: Int32Array = L.group,
-): void {
-  const { C, inner } = L;
-  const runs = statGroup.length;
-  for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner) {
-    const g = statGroup[r]!;
-    const mu = mean[g]!;
-    const scale = invstd[g]! * (gamma ? gamma[c]! : 1);
-    const shift = beta ? beta[c]! : 0;
-    const end = base + inner;
-    for (let i = base; i < end; i++) y[i] = (x[i]! - mu) * scale + shift;
-    if (++c === C) c = 0;
-  }
-}
-
-/**
- * Backward through y = gamma_c · x̂ + beta_c with x̂ = (x − mean_g) · invstd_g,
- * in closed form. With u = gamma_c · dy (the gradient reaching x̂), per group:
- *
- *   training:  dx = invstd_g · ( u − Σ_g u / m − x̂ · Σ_g (u · x̂) / (m − correction) )
- *   eval:      dx = invstd_g · u          (the statistics are constants)
- *
- * and per channel dgamma_c = Σ dy · x̂, dbeta_c = Σ dy. For batch norm (gamma
- * constant over a group) this is gamma · invstd · (dy − dbeta/m − x̂ · dgamma/(m − correction)).
- */
 export interface ChannelBackwardArgs {
   x: FloatArray;
   dy: FloatArray;
   L: ChannelLayout;
-  gamma: FloatArray | null;
-  mean: ArrayLike<number>;
-  invstd: ArrayLike<number>;
+  gamma: Float64Array | null;
+  /** The forward statistics; when absent (training mode) they are computed in the same sweep as the sums. */
+  stats: { mean: Float64Array; invstd: Float64Array } | null;
+  eps: number;
   correction: number;
   training: boolean;
   /** Maps a run to its statistics' index; defaults to the layout's groups. */
@@ -155,53 +66,233 @@ export interface ChannelBackwardArgs {
   dbeta: FloatArray;
 }
 
-export function channelBackward(a: ChannelBackwardArgs): void {
-  const { x, dy, dx, L, gamma, mean, invstd, correction, training } = a;
-  const { C, inner, size } = L;
-  const statGroup = a.statGroup ?? L.group;
-  const runs = statGroup.length;
-  const nStats = training ? L.groups : mean.length;
-  const su = new Float64Array(nStats);
-  const suxh = new Float64Array(nStats);
-  const dgamma = new Float64Array(C);
-  const dbeta = new Float64Array(C);
-  for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner) {
-    const g = statGroup[r]!;
-    const mu = mean[g]!;
-    let sdy = 0;
-    let sdyx = 0;
-    const end = base + inner;
-    for (let i = base; i < end; i++) {
-      const d = dy[i]!;
-      sdy += d;
-      sdyx += d * (x[i]! - mu);
+function create() {
+  const { chunkMoments } = chunkFunctions();
+
+  /**
+   * Per-group mean and M2 = Σ (x − mean)²: chunk by chunk (see chunk.ts) when
+   * runs are long, else in two passes over each group.
+   */
+  function moments(x: FloatArray, L: ChannelLayout, mean: Float64Array, m2: Float64Array): void {
+    const { inner, group, groups, size } = L;
+    const runs = group.length;
+    if (inner >= MIN_RUN) {
+      const acc = accumulator(groups);
+      const out = new Float64Array(2);
+      for (let r = 0, base = 0; r < runs; r++, base += inner) {
+        const g = group[r]!;
+        for (let at = 0; at < inner; at += CHUNK) {
+          const n = Math.min(CHUNK, inner - at);
+          chunkMoments(x, base + at, n, out);
+          merge(acc, g, n, out[0]!, out[1]!);
+        }
+      }
+      mean.set(acc.mean);
+      for (let g = 0; g < groups; g++) m2[g] = cleanM2(acc.m2[g]!, acc.mean[g]!);
+      return;
     }
-    const sdyxh = sdyx * invstd[g]!;
-    const w = gamma ? gamma[c]! : 1;
-    dbeta[c]! += sdy;
-    dgamma[c]! += sdyxh;
-    su[g]! += w * sdy;
-    suxh[g]! += w * sdyxh;
-    if (++c === C) c = 0;
-  }
-  for (let c = 0; c < C; c++) {
-    a.dgamma[c] = dgamma[c]!;
-    a.dbeta[c] = dbeta[c]!;
-  }
-  for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner) {
-    const g = statGroup[r]!;
-    const s = invstd[g]!;
-    const w = gamma ? gamma[c]! : 1;
-    const end = base + inner;
-    if (training) {
+    const sd = new Float64Array(groups);
+    mean.fill(0, 0, groups);
+    m2.fill(0, 0, groups);
+    for (let r = 0, base = 0; r < runs; r++, base += inner) {
+      let s = 0;
+      for (let i = base; i < base + inner; i++) s += x[i]!;
+      mean[group[r]!]! += s;
+    }
+    for (let g = 0; g < groups; g++) mean[g] = mean[g]! / size;
+    for (let r = 0, base = 0; r < runs; r++, base += inner) {
+      const g = group[r]!;
       const mu = mean[g]!;
-      const meanU = su[g]! / size;
-      const proj = (suxh[g]! * s) / (size - correction);
-      for (let i = base; i < end; i++) dx[i] = s * (w * dy[i]! - meanU - (x[i]! - mu) * proj);
-    } else {
-      const k = s * w;
-      for (let i = base; i < end; i++) dx[i] = dy[i]! * k;
+      let s = 0;
+      let q = 0;
+      for (let i = base; i < base + inner; i++) {
+        const d = x[i]! - mu;
+        s += d;
+        q += d * d;
+      }
+      sd[g]! += s;
+      m2[g]! += q;
     }
-    if (++c === C) c = 0;
+    for (let g = 0; g < groups; g++) {
+      const s = sd[g]!;
+      // An infinite mean stays infinite: its deviations are NaN and must not correct it.
+      if (Number.isFinite(mean[g]!)) mean[g] = mean[g]! + s / size;
+      m2[g] = cleanM2(m2[g]! - (s * s) / size, mean[g]!);
+    }
   }
+
+  /**
+   * y = gamma_c · (x − mean_g) · invstd_g + beta_c, subtracting the mean first so
+   * that values far from zero keep their precision. `statGroup` maps a run to the
+   * index of its statistics (the layout's group, or the channel for running statistics).
+   */
+  function affine(
+    x: FloatArray,
+    y: FloatArray,
+    L: ChannelLayout,
+    mean: Float64Array,
+    invstd: Float64Array,
+    gamma: Float64Array | null,
+    beta: Float64Array | null,
+    statGroup: Int32Array = L.group,
+  ): void {
+    const { C, inner } = L;
+    const runs = statGroup.length;
+    for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner) {
+      const g = statGroup[r]!;
+      const mu = mean[g]!;
+      const scale = invstd[g]! * (gamma ? gamma[c]! : 1);
+      const shift = beta ? beta[c]! : 0;
+      const end = base + inner;
+      for (let i = base; i < end; i++) y[i] = (x[i]! - mu) * scale + shift;
+      if (++c === C) c = 0;
+    }
+  }
+
+  /**
+   * Per run r: Σ dy and Σ dy · (x − mean of its group), with the statistics computed in
+   * the same sweep when they are not given. Returns the statistics used.
+   */
+  function sweep(
+    a: ChannelBackwardArgs,
+    statGroup: Int32Array,
+    runSdy: Float64Array,
+    runSdyx: Float64Array,
+  ): { mean: Float64Array; invstd: Float64Array } {
+    const { x, dy, L } = a;
+    const { inner } = L;
+    const runs = statGroup.length;
+    let stats = a.stats;
+    if (!stats && inner >= MIN_RUN) {
+      // Fused: each chunk's moments and gradient sums while the chunk is in cache,
+      // the sums taken about the chunk's first mean and shifted to the group mean afterwards.
+      const acc = accumulator(L.groups);
+      const shift = new Float64Array(runs);
+      const out = new Float64Array(2);
+      for (let r = 0, base = 0; r < runs; r++, base += inner) {
+        const g = statGroup[r]!;
+        let sdy = 0;
+        let sdyx = 0;
+        for (let at = 0; at < inner; at += CHUNK) {
+          const n = Math.min(CHUNK, inner - at);
+          const start = base + at;
+          chunkMoments(x, start, n, out);
+          const cm = out[0]!;
+          merge(acc, g, n, cm, out[1]!);
+          if (at === 0) shift[r] = cm;
+          let s = 0;
+          let sx = 0;
+          for (let i = start; i < start + n; i++) {
+            const d = dy[i]!;
+            s += d;
+            sx += d * (x[i]! - cm);
+          }
+          sdy += s;
+          sdyx += sx + (cm - shift[r]!) * s;
+        }
+        runSdy[r] = sdy;
+        runSdyx[r] = sdyx;
+      }
+      const mean = acc.mean;
+      const invstd = new Float64Array(L.groups);
+      for (let g = 0; g < L.groups; g++) {
+        invstd[g] = 1 / Math.sqrt(cleanM2(acc.m2[g]!, mean[g]!) / (L.size - a.correction) + a.eps);
+      }
+      for (let r = 0; r < runs; r++) {
+        const d = shift[r]! - mean[statGroup[r]!]!;
+        if (runSdy[r] !== 0) runSdyx[r] = runSdyx[r]! + d * runSdy[r]!;
+      }
+      return { mean, invstd };
+    }
+    if (!stats) {
+      const mean = new Float64Array(L.groups);
+      const m2 = new Float64Array(L.groups);
+      moments(x, L, mean, m2);
+      const invstd = Float64Array.from(m2, (q) => 1 / Math.sqrt(q / (L.size - a.correction) + a.eps));
+      stats = { mean, invstd };
+    }
+    const mean = stats.mean;
+    for (let r = 0, base = 0; r < runs; r++, base += inner) {
+      const mu = mean[statGroup[r]!]!;
+      let s = 0;
+      let sx = 0;
+      for (let i = base; i < base + inner; i++) {
+        const d = dy[i]!;
+        s += d;
+        sx += d * (x[i]! - mu);
+      }
+      runSdy[r] = s;
+      runSdyx[r] = sx;
+    }
+    return stats;
+  }
+
+  /**
+   * Backward through y = gamma_c · x̂ + beta_c with x̂ = (x − mean_g) · invstd_g,
+   * in closed form. With u = gamma_c · dy (the gradient reaching x̂), per group:
+   *
+   *   training:  dx = invstd_g · ( u − Σ_g u / m − x̂ · Σ_g (u · x̂) / (m − correction) )
+   *   eval:      dx = invstd_g · u          (the statistics are constants)
+   *
+   * and per channel dgamma_c = Σ dy · x̂, dbeta_c = Σ dy. For batch norm (gamma
+   * constant over a group) this is gamma · invstd · (dy − dbeta/m − x̂ · dgamma/(m − correction)).
+   */
+  function backward(a: ChannelBackwardArgs): void {
+    const { x, dy, dx, L, gamma, correction, training } = a;
+    const { C, inner, size } = L;
+    const statGroup = a.statGroup ?? L.group;
+    const runs = statGroup.length;
+    const runSdy = new Float64Array(runs);
+    const runSdyx = new Float64Array(runs);
+    const { mean, invstd } = sweep(a, statGroup, runSdy, runSdyx);
+    const nStats = mean.length;
+    const su = new Float64Array(nStats);
+    const suxh = new Float64Array(nStats);
+    const dgamma = new Float64Array(C);
+    const dbeta = new Float64Array(C);
+    for (let r = 0, c = 0; r < runs; r++) {
+      const g = statGroup[r]!;
+      const sdyxh = runSdyx[r]! * invstd[g]!;
+      const w = gamma ? gamma[c]! : 1;
+      dbeta[c]! += runSdy[r]!;
+      dgamma[c]! += sdyxh;
+      su[g]! += w * runSdy[r]!;
+      suxh[g]! += w * sdyxh;
+      if (++c === C) c = 0;
+    }
+    for (let c = 0; c < C; c++) {
+      a.dgamma[c] = dgamma[c]!;
+      a.dbeta[c] = dbeta[c]!;
+    }
+    for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner) {
+      const g = statGroup[r]!;
+      const s = invstd[g]!;
+      const w = gamma ? gamma[c]! : 1;
+      const end = base + inner;
+      if (training) {
+        const mu = mean[g]!;
+        // s · (u − mean(u) − …) rather than s·u − s·mean(u): with one value per group
+        // u and its mean cancel exactly, whatever the size of gamma.
+        const meanU = su[g]! / size;
+        const proj = (s * suxh[g]!) / (size - correction);
+        for (let i = base; i < end; i++) dx[i] = s * (w * dy[i]! - meanU - (x[i]! - mu) * proj);
+      } else {
+        const k = s * w;
+        for (let i = base; i < end; i++) dx[i] = dy[i]! * k;
+      }
+      if (++c === C) c = 0;
+    }
+  }
+
+  return { moments, affine, backward };
+}
+
+export type ChannelKernels = ReturnType<typeof create>;
+
+const f32 = create();
+const f64 = create();
+
+/** The kernels specialized for x's element type. */
+export function channelKernels(x: FloatArray): ChannelKernels {
+  return x instanceof Float32Array ? f32 : f64;
 }

@@ -1,12 +1,6 @@
 import { allocate, type FloatArray, type Tensor } from '../tensor/tensor.js';
-import {
-  batchLayout,
-  type ChannelLayout,
-  channelAffine,
-  channelBackward,
-  channelMoments,
-} from './channel-norm.js';
-import { cast, castOptional, type KernelResult, type KernelTask, type OpKernels } from './task.js';
+import { batchLayout, type ChannelLayout, channelKernels } from './channel-norm.js';
+import { cast, f64, f64Optional, type KernelResult, type KernelTask, type OpKernels } from './task.js';
 
 /**
  * The request-to-kernel runner shared by batch, instance and group norm: reads
@@ -53,7 +47,7 @@ export function groupStats(x: FloatArray, L: ChannelLayout, eps: number, correct
     invstd: new Float64Array(G),
     m2: new Float64Array(G),
   };
-  channelMoments(x, L, s.mean, s.m2);
+  channelKernels(x).moments(x, L, s.mean, s.m2);
   for (let g = 0; g < G; g++) {
     const v = s.m2[g]! / (L.size - correction);
     s.var[g] = v;
@@ -71,8 +65,8 @@ export function groupStats(x: FloatArray, L: ChannelLayout, eps: number, correct
 export function updateRunning(
   stats: GroupStats,
   L: ChannelLayout,
-  runningMean: FloatArray,
-  runningVar: FloatArray,
+  runningMean: Float64Array,
+  runningVar: Float64Array,
   factor: number,
   outMean: FloatArray,
   outVar: FloatArray,
@@ -92,10 +86,11 @@ export function updateRunning(
   }
 }
 
-function evalStats(t: KernelTask['tensors'], dtype: KernelTask['dtype'], eps: number) {
-  const mean = cast(t.runningMean!, dtype);
-  const rv = cast(t.runningVar!, dtype);
-  return { mean, invstd: Float64Array.from(rv, (v) => 1 / Math.sqrt(v + eps)) };
+/** Eval mode: the running statistics, per channel, as float64 mean and invstd. */
+function runningStats(t: KernelTask['tensors'], dtype: KernelTask['dtype'], eps: number) {
+  const mean = f64(cast(t.runningMean!, dtype));
+  const invstd = Float64Array.from(cast(t.runningVar!, dtype), (v) => 1 / Math.sqrt(v + eps));
+  return { mean, invstd };
 }
 
 export function channelOp(spec: ChannelOpSpec): OpKernels<ChannelOpParams> {
@@ -103,18 +98,18 @@ export function channelOp(spec: ChannelOpSpec): OpKernels<ChannelOpParams> {
     forward({ dtype, shape, tensors: t, params: p }) {
       const { N, C, inner } = channelSizes(shape);
       const x = cast(t.x!, dtype);
-      const gamma = castOptional(t.gamma, dtype);
-      const beta = castOptional(t.beta, dtype);
+      const k = channelKernels(x);
+      const gamma = f64Optional(t.gamma, dtype);
+      const beta = f64Optional(t.beta, dtype);
       const y = allocate(dtype, x.length);
       if (p.training === false) {
-        const L = batchLayout(N, C, inner);
-        const { mean, invstd } = evalStats(t, dtype, p.eps);
-        channelAffine(x, y, L, mean, invstd, gamma, beta);
+        const { mean, invstd } = runningStats(t, dtype, p.eps);
+        k.affine(x, y, batchLayout(N, C, inner), mean, invstd, gamma, beta);
         return { tensors: { y: { shape, data: y } }, scalars: {} };
       }
       const L = spec.layout(N, C, inner, p);
       const stats = groupStats(x, L, p.eps, p.correction);
-      channelAffine(x, y, L, stats.mean, stats.invstd, gamma, beta);
+      k.affine(x, y, L, stats.mean, stats.invstd, gamma, beta);
       const sShape = spec.statsShape(N, C, p);
       const out = (data: Float64Array): Tensor => ({ shape: sShape, data: cast(data, dtype) });
       const result: KernelResult = {
@@ -131,8 +126,8 @@ export function channelOp(spec: ChannelOpSpec): OpKernels<ChannelOpParams> {
         const factor = p.momentum ?? 1 / (done + 1);
         const runningMean = allocate(dtype, C);
         const runningVar = allocate(dtype, C);
-        const rm = cast(t.runningMean, dtype);
-        const rv = cast(t.runningVar, dtype);
+        const rm = f64(cast(t.runningMean, dtype));
+        const rv = f64(cast(t.runningVar, dtype));
         updateRunning(stats, L, rm, rv, factor, runningMean, runningVar);
         result.tensors.runningMean = { shape: [C], data: runningMean };
         result.tensors.runningVar = { shape: [C], data: runningVar };
@@ -145,26 +140,23 @@ export function channelOp(spec: ChannelOpSpec): OpKernels<ChannelOpParams> {
       const { N, C, inner } = channelSizes(shape);
       const x = cast(t.x!, dtype);
       const dy = cast(t.dy!, dtype);
-      const gamma = castOptional(t.gamma, dtype);
       const training = p.training !== false;
       const L = training ? spec.layout(N, C, inner, p) : batchLayout(N, C, inner);
-      let mean: ArrayLike<number>;
-      let invstd: ArrayLike<number>;
-      if (!training) ({ mean, invstd } = evalStats(t, dtype, p.eps));
-      else if (t.mean && t.invstd) {
-        mean = cast(t.mean, dtype);
-        invstd = cast(t.invstd, dtype);
-      } else ({ mean, invstd } = groupStats(x, L, p.eps, p.correction));
+      const stats = !training
+        ? runningStats(t, dtype, p.eps)
+        : t.mean && t.invstd
+          ? { mean: f64(cast(t.mean, dtype)), invstd: f64(cast(t.invstd, dtype)) }
+          : null;
       const dx = allocate(dtype, x.length);
       const dgamma = allocate(dtype, C);
       const dbeta = allocate(dtype, C);
-      channelBackward({
+      channelKernels(x).backward({
         x,
         dy,
         L,
-        gamma,
-        mean,
-        invstd,
+        gamma: f64Optional(t.gamma, dtype),
+        stats,
+        eps: p.eps,
         correction: p.correction,
         training,
         dx,

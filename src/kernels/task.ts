@@ -33,3 +33,12 @@ export function cast(data: FloatArray, dtype: DType): FloatArray {
 export function castOptional(data: FloatArray | undefined, dtype: DType): FloatArray | null {
   return data === undefined ? null : cast(data, dtype);
 }
+
+/** Parameters and statistics as float64 (after rounding to the element type), so kernels see one array kind. */
+export function f64(data: FloatArray): Float64Array {
+  return data instanceof Float64Array ? data : Float64Array.from(data);
+}
+
+export function f64Optional(data: FloatArray | undefined, dtype: DType): Float64Array | null {
+  return data === undefined ? null : f64(cast(data, dtype));
+}

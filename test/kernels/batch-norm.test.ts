@@ -138,8 +138,9 @@ describe('batch_norm against PyTorch goldens', () => {
           const recomputed = batchNorm.backward(goldenTask(c, 'backward'));
           for (const k of ['dx', 'dgamma', 'dbeta']) {
             if (c.dtype === 'float64') {
-              // The saved statistics are the recomputed ones, bit for bit.
-              expect(Array.from(data(withSaved, k)), k).toEqual(Array.from(data(recomputed, k)));
+              // The same statistics; the recomputing path sums about each chunk's mean in the
+              // same sweep, so the gradients may differ in the last bits only.
+              expect(mismatches(data(withSaved, k), data(recomputed, k), 1e-13, 1e-15), k).toEqual([]);
             } else {
               // float32 responses round mean/invstd to float32 before they come back.
               const { rtol, atol } = TOL.float32;
