@@ -34,7 +34,8 @@ export const problemSchema = z
   })
   .describe('RFC 9457 problem details (application/problem+json).');
 
-const TYPE_BASE = 'https://normserve.dev/problems/';
+// A URN: it names the kind of problem without pretending to be a page that resolves.
+const TYPE_BASE = 'urn:normserve:problem:';
 
 const TITLES: Record<number, string> = {
   400: 'Invalid request',
