@@ -34,7 +34,11 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
     transformObject: addBinaryContent as never,
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
-  await app.register(computePool, { workers: config.workers, maxQueue: config.maxQueue });
+  await app.register(computePool, {
+    workers: config.workers,
+    maxQueue: config.maxQueue,
+    thresholds: config.thresholds,
+  });
   await app.register(healthRoutes);
   await app.register(computeRoutes);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
+import { DEFAULT_THRESHOLDS, type Thresholds } from './workers/dispatch.js';
 
 /**
  * The service's configuration, read from the environment once, at start.
@@ -14,6 +15,8 @@ const schema = z.object({
   WORKERS: int(1).default(availableParallelism()),
   BODY_LIMIT: int(1).default(256 * 1024 * 1024),
   MAX_QUEUE: int(0).default(64),
+  INLINE_MAX: int(0).default(DEFAULT_THRESHOLDS.inlineMax),
+  SPLIT_MIN: int(1).default(DEFAULT_THRESHOLDS.splitMin),
   API_KEYS: z
     .string()
     .default('')
@@ -32,6 +35,8 @@ export type Config = Readonly<{
   workers: number;
   bodyLimit: number;
   maxQueue: number;
+  /** requests of at most this many elements run on the event loop; of at least splitMin, across all workers */
+  thresholds: Readonly<Thresholds>;
   apiKeys: readonly string[];
 }>;
 
@@ -50,6 +55,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     workers: e.WORKERS,
     bodyLimit: e.BODY_LIMIT,
     maxQueue: e.MAX_QUEUE,
+    thresholds: Object.freeze({ inlineMax: e.INLINE_MAX, splitMin: e.SPLIT_MIN }),
     apiKeys: Object.freeze(e.API_KEYS),
   });
 }

@@ -128,13 +128,19 @@ export interface BatchNormBackwardArgs {
 }
 
 export function batchNormBackward(a: BatchNormBackwardArgs): void {
+  const dgamma = new Float64Array(a.C);
+  const dbeta = new Float64Array(a.C);
   channelKernels(a.x).backward({
     ...a,
     L: batchLayout(a.N, a.C, a.inner),
     gamma: a.gamma && f64(a.gamma),
     stats: { mean: Float64Array.from(a.mean), invstd: Float64Array.from(a.invstd) },
     eps: 0,
+    dgamma,
+    dbeta,
   });
+  a.dgamma.set(dgamma);
+  a.dbeta.set(dbeta);
 }
 
 export interface BatchNormParams {

@@ -61,9 +61,13 @@ export interface ChannelBackwardArgs {
   training: boolean;
   /** Maps a run to its statistics' index; defaults to the layout's groups. */
   statGroup?: Int32Array;
+  /** Only the runs whose statistics' index is in [g0, g1): one part of a request split across workers. */
+  g0?: number;
+  g1?: number;
   dx: FloatArray;
-  dgamma: FloatArray;
-  dbeta: FloatArray;
+  /** Sums over this part's runs, per channel: dgamma = Σ dy · x̂, dbeta = Σ dy (added to what is there). */
+  dgamma: Float64Array;
+  dbeta: Float64Array;
 }
 
 function create() {
@@ -73,7 +77,14 @@ function create() {
    * Per-group mean and M2 = Σ (x − mean)²: chunk by chunk (see chunk.ts) when
    * runs are long, else in two passes over each group.
    */
-  function moments(x: FloatArray, L: ChannelLayout, mean: Float64Array, m2: Float64Array): void {
+  function moments(
+    x: FloatArray,
+    L: ChannelLayout,
+    mean: Float64Array,
+    m2: Float64Array,
+    g0 = 0,
+    g1 = L.groups,
+  ): void {
     const { inner, group, groups, size } = L;
     const runs = group.length;
     if (inner >= MIN_RUN) {
@@ -81,27 +92,32 @@ function create() {
       const out = new Float64Array(2);
       for (let r = 0, base = 0; r < runs; r++, base += inner) {
         const g = group[r]!;
+        if (g < g0 || g >= g1) continue;
         for (let at = 0; at < inner; at += CHUNK) {
           const n = Math.min(CHUNK, inner - at);
           chunkMoments(x, base + at, n, out);
           merge(acc, g, n, out[0]!, out[1]!);
         }
       }
-      mean.set(acc.mean);
-      for (let g = 0; g < groups; g++) m2[g] = cleanM2(acc.m2[g]!, acc.mean[g]!);
+      for (let g = g0; g < g1; g++) {
+        mean[g] = acc.mean[g]!;
+        m2[g] = cleanM2(acc.m2[g]!, acc.mean[g]!);
+      }
       return;
     }
     const sd = new Float64Array(groups);
-    mean.fill(0, 0, groups);
-    m2.fill(0, 0, groups);
+    mean.fill(0, g0, g1);
+    m2.fill(0, g0, g1);
     for (let r = 0, base = 0; r < runs; r++, base += inner) {
+      if (group[r]! < g0 || group[r]! >= g1) continue;
       let s = 0;
       for (let i = base; i < base + inner; i++) s += x[i]!;
       mean[group[r]!]! += s;
     }
-    for (let g = 0; g < groups; g++) mean[g] = mean[g]! / size;
+    for (let g = g0; g < g1; g++) mean[g] = mean[g]! / size;
     for (let r = 0, base = 0; r < runs; r++, base += inner) {
       const g = group[r]!;
+      if (g < g0 || g >= g1) continue;
       const mu = mean[g]!;
       let s = 0;
       let q = 0;
@@ -113,7 +129,7 @@ function create() {
       sd[g]! += s;
       m2[g]! += q;
     }
-    for (let g = 0; g < groups; g++) {
+    for (let g = g0; g < g1; g++) {
       const s = sd[g]!;
       // An infinite mean stays infinite: its deviations are NaN and must not correct it.
       if (Number.isFinite(mean[g]!)) mean[g] = mean[g]! + s / size;
@@ -135,17 +151,19 @@ function create() {
     gamma: Float64Array | null,
     beta: Float64Array | null,
     statGroup: Int32Array = L.group,
+    g0 = 0,
+    g1 = mean.length,
   ): void {
     const { C, inner } = L;
     const runs = statGroup.length;
-    for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner) {
+    for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner, c = c + 1 === C ? 0 : c + 1) {
       const g = statGroup[r]!;
+      if (g < g0 || g >= g1) continue;
       const mu = mean[g]!;
       const scale = invstd[g]! * (gamma ? gamma[c]! : 1);
       const shift = beta ? beta[c]! : 0;
       const end = base + inner;
       for (let i = base; i < end; i++) y[i] = (x[i]! - mu) * scale + shift;
-      if (++c === C) c = 0;
     }
   }
 
@@ -156,6 +174,8 @@ function create() {
   function sweep(
     a: ChannelBackwardArgs,
     statGroup: Int32Array,
+    g0: number,
+    g1: number,
     runSdy: Float64Array,
     runSdyx: Float64Array,
   ): { mean: Float64Array; invstd: Float64Array } {
@@ -171,6 +191,7 @@ function create() {
       const out = new Float64Array(2);
       for (let r = 0, base = 0; r < runs; r++, base += inner) {
         const g = statGroup[r]!;
+        if (g < g0 || g >= g1) continue;
         let sdy = 0;
         let sdyx = 0;
         for (let at = 0; at < inner; at += CHUNK) {
@@ -195,25 +216,28 @@ function create() {
       }
       const mean = acc.mean;
       const invstd = new Float64Array(L.groups);
-      for (let g = 0; g < L.groups; g++) {
+      for (let g = g0; g < g1; g++) {
         invstd[g] = 1 / Math.sqrt(cleanM2(acc.m2[g]!, mean[g]!) / (L.size - a.correction) + a.eps);
       }
       for (let r = 0; r < runs; r++) {
-        const d = shift[r]! - mean[statGroup[r]!]!;
-        if (runSdy[r] !== 0) runSdyx[r] = runSdyx[r]! + d * runSdy[r]!;
+        const g = statGroup[r]!;
+        if (g < g0 || g >= g1 || runSdy[r] === 0) continue;
+        runSdyx[r] = runSdyx[r]! + (shift[r]! - mean[g]!) * runSdy[r]!;
       }
       return { mean, invstd };
     }
     if (!stats) {
       const mean = new Float64Array(L.groups);
       const m2 = new Float64Array(L.groups);
-      moments(x, L, mean, m2);
+      moments(x, L, mean, m2, g0, g1);
       const invstd = Float64Array.from(m2, (q) => 1 / Math.sqrt(q / (L.size - a.correction) + a.eps));
       stats = { mean, invstd };
     }
     const mean = stats.mean;
     for (let r = 0, base = 0; r < runs; r++, base += inner) {
-      const mu = mean[statGroup[r]!]!;
+      const g = statGroup[r]!;
+      if (g < g0 || g >= g1) continue;
+      const mu = mean[g]!;
       let s = 0;
       let sx = 0;
       for (let i = base; i < base + inner; i++) {
@@ -241,31 +265,29 @@ function create() {
     const { x, dy, dx, L, gamma, correction, training } = a;
     const { C, inner, size } = L;
     const statGroup = a.statGroup ?? L.group;
+    const g0 = a.g0 ?? 0;
+    const g1 = a.g1 ?? (a.stats ? a.stats.mean.length : L.groups);
     const runs = statGroup.length;
     const runSdy = new Float64Array(runs);
     const runSdyx = new Float64Array(runs);
-    const { mean, invstd } = sweep(a, statGroup, runSdy, runSdyx);
+    const { mean, invstd } = sweep(a, statGroup, g0, g1, runSdy, runSdyx);
     const nStats = mean.length;
     const su = new Float64Array(nStats);
     const suxh = new Float64Array(nStats);
-    const dgamma = new Float64Array(C);
-    const dbeta = new Float64Array(C);
-    for (let r = 0, c = 0; r < runs; r++) {
+    const { dgamma, dbeta } = a;
+    for (let r = 0, c = 0; r < runs; r++, c = c + 1 === C ? 0 : c + 1) {
       const g = statGroup[r]!;
+      if (g < g0 || g >= g1) continue;
       const sdyxh = runSdyx[r]! * invstd[g]!;
       const w = gamma ? gamma[c]! : 1;
       dbeta[c]! += runSdy[r]!;
       dgamma[c]! += sdyxh;
       su[g]! += w * runSdy[r]!;
       suxh[g]! += w * sdyxh;
-      if (++c === C) c = 0;
     }
-    for (let c = 0; c < C; c++) {
-      a.dgamma[c] = dgamma[c]!;
-      a.dbeta[c] = dbeta[c]!;
-    }
-    for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner) {
+    for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner, c = c + 1 === C ? 0 : c + 1) {
       const g = statGroup[r]!;
+      if (g < g0 || g >= g1) continue;
       const s = invstd[g]!;
       const w = gamma ? gamma[c]! : 1;
       const end = base + inner;
@@ -280,7 +302,6 @@ function create() {
         const k = s * w;
         for (let i = base; i < end; i++) dx[i] = dy[i]! * k;
       }
-      if (++c === C) c = 0;
     }
   }
 

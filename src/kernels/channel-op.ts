@@ -1,6 +1,17 @@
 import { allocate, type FloatArray, type Tensor } from '../tensor/tensor.js';
 import { batchLayout, type ChannelLayout, channelKernels } from './channel-norm.js';
-import { cast, f64, f64Optional, type KernelResult, type KernelTask, type OpKernels } from './task.js';
+import {
+  cast,
+  f64,
+  f64Optional,
+  gather,
+  type KernelResult,
+  type KernelTask,
+  type Partials,
+  type SplitKernels,
+  sum,
+  whole,
+} from './task.js';
 
 /**
  * The request-to-kernel runner shared by batch, instance and group norm: reads
@@ -36,24 +47,6 @@ export interface GroupStats {
   invstd: Float64Array;
   /** Σ (x − mean)² per group, for the running variance */
   m2: Float64Array;
-}
-
-/** mean, var = M2 / (m − correction), invstd = 1 / sqrt(var + eps), per group, in float64. */
-export function groupStats(x: FloatArray, L: ChannelLayout, eps: number, correction: number): GroupStats {
-  const G = L.groups;
-  const s: GroupStats = {
-    mean: new Float64Array(G),
-    var: new Float64Array(G),
-    invstd: new Float64Array(G),
-    m2: new Float64Array(G),
-  };
-  channelKernels(x).moments(x, L, s.mean, s.m2);
-  for (let g = 0; g < G; g++) {
-    const v = s.m2[g]! / (L.size - correction);
-    s.var[g] = v;
-    s.invstd[g] = 1 / Math.sqrt(v + eps);
-  }
-  return s;
 }
 
 /**
@@ -93,37 +86,77 @@ function runningStats(t: KernelTask['tensors'], dtype: KernelTask['dtype'], eps:
   return { mean, invstd };
 }
 
-export function channelOp(spec: ChannelOpSpec): OpKernels<ChannelOpParams> {
-  return {
-    forward({ dtype, shape, tensors: t, params: p }) {
-      const { N, C, inner } = channelSizes(shape);
+function finishStats(
+  mean: Float64Array,
+  m2: Float64Array,
+  L: ChannelLayout,
+  eps: number,
+  correction: number,
+) {
+  const v = Float64Array.from(m2, (q) => q / (L.size - correction));
+  return { mean, m2, var: v, invstd: Float64Array.from(v, (q) => 1 / Math.sqrt(q + eps)) };
+}
+
+/**
+ * The op over [N, C, inner], splittable: the units are the groups in training
+ * mode, the channels in eval mode (whose statistics are the running ones).
+ */
+export function channelOp(spec: ChannelOpSpec) {
+  type Task = KernelTask<ChannelOpParams>;
+  const plan = ({ shape, params: p }: Task) => {
+    const { N, C, inner } = channelSizes(shape);
+    const training = p.training !== false;
+    return { C, training, L: training ? spec.layout(N, C, inner, p) : batchLayout(N, C, inner) };
+  };
+
+  const split: SplitKernels<ChannelOpParams> = {
+    units(task) {
+      const { C, training, L } = plan(task);
+      return training ? L.groups : C;
+    },
+
+    forwardPart(task, part, y) {
+      const { dtype, tensors: t, params: p } = task;
+      const { training, L } = plan(task);
       const x = cast(t.x!, dtype);
       const k = channelKernels(x);
       const gamma = f64Optional(t.gamma, dtype);
       const beta = f64Optional(t.beta, dtype);
-      const y = allocate(dtype, x.length);
-      if (p.training === false) {
+      if (!training) {
         const { mean, invstd } = runningStats(t, dtype, p.eps);
-        k.affine(x, y, batchLayout(N, C, inner), mean, invstd, gamma, beta);
-        return { tensors: { y: { shape, data: y } }, scalars: {} };
+        k.affine(x, y, L, mean, invstd, gamma, beta, L.group, part.begin, part.end);
+        return {} as Partials;
       }
-      const L = spec.layout(N, C, inner, p);
-      const stats = groupStats(x, L, p.eps, p.correction);
-      k.affine(x, y, L, stats.mean, stats.invstd, gamma, beta);
-      const sShape = spec.statsShape(N, C, p);
+      const mean = new Float64Array(L.groups);
+      const m2 = new Float64Array(L.groups);
+      k.moments(x, L, mean, m2, part.begin, part.end);
+      const { invstd } = finishStats(mean, m2, L, p.eps, p.correction);
+      k.affine(x, y, L, mean, invstd, gamma, beta, L.group, part.begin, part.end);
+      return { mean, m2 };
+    },
+
+    finishForward(task, done, y) {
+      const { dtype, shape, tensors: t, params: p } = task;
+      const { C, training, L } = plan(task);
+      const result: KernelResult = { tensors: { y: { shape, data: y } }, scalars: {} };
+      if (!training) return result;
+      const stats = finishStats(
+        gather(done, 'mean', L.groups),
+        gather(done, 'm2', L.groups),
+        L,
+        p.eps,
+        p.correction,
+      );
+      const sShape = spec.statsShape(shape[0]!, C, p);
       const out = (data: Float64Array): Tensor => ({ shape: sShape, data: cast(data, dtype) });
-      const result: KernelResult = {
-        tensors: {
-          y: { shape, data: y },
-          mean: out(stats.mean),
-          var: out(stats.var),
-          invstd: out(stats.invstd),
-        },
-        scalars: {},
-      };
+      Object.assign(result.tensors, {
+        mean: out(stats.mean),
+        var: out(stats.var),
+        invstd: out(stats.invstd),
+      });
       if (t.runningMean && t.runningVar) {
-        const done = p.numBatchesTracked ?? 0;
-        const factor = p.momentum ?? 1 / (done + 1);
+        const seen = p.numBatchesTracked ?? 0;
+        const factor = p.momentum ?? 1 / (seen + 1);
         const runningMean = allocate(dtype, C);
         const runningVar = allocate(dtype, C);
         const rm = f64(cast(t.runningMean, dtype));
@@ -131,46 +164,48 @@ export function channelOp(spec: ChannelOpSpec): OpKernels<ChannelOpParams> {
         updateRunning(stats, L, rm, rv, factor, runningMean, runningVar);
         result.tensors.runningMean = { shape: [C], data: runningMean };
         result.tensors.runningVar = { shape: [C], data: runningVar };
-        result.scalars.numBatchesTracked = done + 1;
+        result.scalars.numBatchesTracked = seen + 1;
       }
       return result;
     },
 
-    backward({ dtype, shape, tensors: t, params: p }) {
-      const { N, C, inner } = channelSizes(shape);
+    backwardPart(task, part, dx) {
+      const { dtype, tensors: t, params: p } = task;
+      const { C, training, L } = plan(task);
       const x = cast(t.x!, dtype);
-      const dy = cast(t.dy!, dtype);
-      const training = p.training !== false;
-      const L = training ? spec.layout(N, C, inner, p) : batchLayout(N, C, inner);
       const stats = !training
         ? runningStats(t, dtype, p.eps)
         : t.mean && t.invstd
           ? { mean: f64(cast(t.mean, dtype)), invstd: f64(cast(t.invstd, dtype)) }
           : null;
-      const dx = allocate(dtype, x.length);
-      const dgamma = allocate(dtype, C);
-      const dbeta = allocate(dtype, C);
+      const dgamma = new Float64Array(C);
+      const dbeta = new Float64Array(C);
       channelKernels(x).backward({
         x,
-        dy,
+        dy: cast(t.dy!, dtype),
         L,
         gamma: f64Optional(t.gamma, dtype),
         stats,
         eps: p.eps,
         correction: p.correction,
         training,
+        g0: part.begin,
+        g1: part.end,
         dx,
         dgamma,
         dbeta,
       });
+      return { dgamma, dbeta };
+    },
+
+    finishBackward(task, done, dx) {
+      const C = task.shape[1]!;
+      const param = (name: string): Tensor => ({ shape: [C], data: cast(sum(done, name), task.dtype) });
       return {
-        tensors: {
-          dx: { shape, data: dx },
-          dgamma: { shape: [C], data: dgamma },
-          dbeta: { shape: [C], data: dbeta },
-        },
+        tensors: { dx: { shape: task.shape, data: dx }, dgamma: param('dgamma'), dbeta: param('dbeta') },
         scalars: {},
       };
     },
   };
+  return whole(split);
 }

@@ -1,6 +1,6 @@
-import { allocate, type FloatArray } from '../tensor/tensor.js';
+import type { FloatArray } from '../tensor/tensor.js';
 import { accumulator, chunkFunctions, cleanM2 } from './chunk.js';
-import { cast, f64, f64Optional, type OpKernels } from './task.js';
+import { cast, f64, f64Optional, gather, sum, whole } from './task.js';
 
 /**
  * Layer normalization (PyTorch's `F.layer_norm`): `x` is read as `[rows, R]`,
@@ -27,28 +27,27 @@ export interface RowStats {
 function create() {
   const { stridedMoments } = chunkFunctions();
 
-  function stats(x: FloatArray, rows: number, R: number, eps: number, correction: number): RowStats {
+  /** Mean and M2 of rows [r0, r1) (entries outside the range stay 0). */
+  function moments(x: FloatArray, rows: number, R: number, r0: number, r1: number) {
     const acc = accumulator(rows);
-    for (let r = 0; r < rows; r++) stridedMoments(x, r * R, 1, R, R, acc, r);
-    const s: RowStats = { mean: acc.mean, var: new Float64Array(rows), invstd: new Float64Array(rows) };
-    for (let r = 0; r < rows; r++) {
-      const v = cleanM2(acc.m2[r]!, acc.mean[r]!) / (R - correction);
-      s.var[r] = v;
-      s.invstd[r] = 1 / Math.sqrt(v + eps);
+    for (let r = r0; r < r1; r++) {
+      stridedMoments(x, r * R, 1, R, R, acc, r);
+      acc.m2[r] = cleanM2(acc.m2[r]!, acc.mean[r]!);
     }
-    return s;
+    return { mean: acc.mean, m2: acc.m2 };
   }
 
   function forward(
     x: FloatArray,
     y: FloatArray,
-    rows: number,
+    r0: number,
+    r1: number,
     R: number,
-    s: RowStats,
+    s: { mean: Float64Array; invstd: Float64Array },
     gamma: Float64Array | null,
     beta: Float64Array | null,
   ): void {
-    for (let r = 0, base = 0; r < rows; r++, base += R) {
+    for (let r = r0, base = r0 * R; r < r1; r++, base += R) {
       const mu = s.mean[r]!;
       const k = s.invstd[r]!;
       if (!gamma && !beta) {
@@ -62,22 +61,22 @@ function create() {
     }
   }
 
+  /** dx of rows [r0, r1); adds their Σ dy · x̂ and Σ dy to dgamma and dbeta. */
   function backward(
     x: FloatArray,
     dy: FloatArray,
-    rows: number,
+    r0: number,
+    r1: number,
     R: number,
     mean: Float64Array,
     invstd: Float64Array,
     gamma: Float64Array | null,
     correction: number,
     dx: FloatArray,
-    dgamma: FloatArray,
-    dbeta: FloatArray,
+    dg: Float64Array,
+    db: Float64Array,
   ): void {
-    const dg = new Float64Array(R);
-    const db = new Float64Array(R);
-    for (let r = 0, base = 0; r < rows; r++, base += R) {
+    for (let r = r0, base = r0 * R; r < r1; r++, base += R) {
       const mu = mean[r]!;
       const s = invstd[r]!;
       let su = 0;
@@ -99,11 +98,9 @@ function create() {
         dx[base + i] = s * (u - meanU - xh * proj);
       }
     }
-    dgamma.set(dg);
-    dbeta.set(db);
   }
 
-  return { stats, forward, backward };
+  return { moments, forward, backward };
 }
 
 const f32 = create();
@@ -126,36 +123,59 @@ export function rowSizes(shape: readonly number[], normalizedShape: readonly num
   return { rows, R, statsShape: lead.length > 0 ? lead : [1] };
 }
 
-export const layerNorm: OpKernels<RowParams> = {
-  forward({ dtype, shape, tensors: t, params: p }) {
-    const { rows, R, statsShape } = rowSizes(shape, p.normalizedShape);
+function finishStats(
+  mean: Float64Array,
+  m2: Float64Array,
+  R: number,
+  eps: number,
+  correction: number,
+): RowStats {
+  const v = Float64Array.from(m2, (q) => q / (R - correction));
+  return { mean, var: v, invstd: Float64Array.from(v, (q) => 1 / Math.sqrt(q + eps)) };
+}
+
+/** Units are rows; a part normalizes a range of rows. */
+export const layerNorm = whole<RowParams>({
+  units: ({ shape, params: p }) => rowSizes(shape, p.normalizedShape).rows,
+
+  forwardPart({ dtype, shape, tensors: t, params: p }, { begin, end }, y) {
+    const { rows, R } = rowSizes(shape, p.normalizedShape);
     const x = cast(t.x!, dtype);
     const k = kernels(x);
-    const y = allocate(dtype, x.length);
-    const s = k.stats(x, rows, R, p.eps, p.correction);
-    k.forward(x, y, rows, R, s, f64Optional(t.gamma, dtype), f64Optional(t.beta, dtype));
+    const { mean, m2 } = k.moments(x, rows, R, begin, end);
+    const s = finishStats(mean, m2, R, p.eps, p.correction);
+    k.forward(x, y, begin, end, R, s, f64Optional(t.gamma, dtype), f64Optional(t.beta, dtype));
+    return { mean, m2 };
+  },
+
+  finishForward({ dtype, shape, params: p }, done, y) {
+    const { rows, R, statsShape } = rowSizes(shape, p.normalizedShape);
+    const s = finishStats(gather(done, 'mean', rows), gather(done, 'm2', rows), R, p.eps, p.correction);
     const out = (data: Float64Array) => ({ shape: statsShape, data: cast(data, dtype) });
     return {
       tensors: { y: { shape, data: y }, mean: out(s.mean), var: out(s.var), invstd: out(s.invstd) },
       scalars: {},
     };
   },
-  backward({ dtype, shape, tensors: t, params: p }) {
+
+  backwardPart({ dtype, shape, tensors: t, params: p }, { begin, end }, dx) {
     const { rows, R } = rowSizes(shape, p.normalizedShape);
     const x = cast(t.x!, dtype);
     const k = kernels(x);
+    let s: { mean: Float64Array; invstd: Float64Array };
+    if (t.mean && t.invstd) s = { mean: f64(cast(t.mean, dtype)), invstd: f64(cast(t.invstd, dtype)) };
+    else {
+      const { mean, m2 } = k.moments(x, rows, R, begin, end);
+      s = finishStats(mean, m2, R, p.eps, p.correction);
+    }
+    const dgamma = new Float64Array(R);
+    const dbeta = new Float64Array(R);
     const dy = cast(t.dy!, dtype);
-    const s =
-      t.mean && t.invstd
-        ? { mean: f64(cast(t.mean, dtype)), invstd: f64(cast(t.invstd, dtype)) }
-        : k.stats(x, rows, R, p.eps, p.correction);
-    const dx = allocate(dtype, x.length);
-    const dgamma = allocate(dtype, R);
-    const dbeta = allocate(dtype, R);
     k.backward(
       x,
       dy,
-      rows,
+      begin,
+      end,
       R,
       s.mean,
       s.invstd,
@@ -165,13 +185,14 @@ export const layerNorm: OpKernels<RowParams> = {
       dgamma,
       dbeta,
     );
+    return { dgamma, dbeta };
+  },
+
+  finishBackward({ dtype, shape, params: p }, done, dx) {
+    const param = (name: string) => ({ shape: p.normalizedShape, data: cast(sum(done, name), dtype) });
     return {
-      tensors: {
-        dx: { shape, data: dx },
-        dgamma: { shape: p.normalizedShape, data: dgamma },
-        dbeta: { shape: p.normalizedShape, data: dbeta },
-      },
+      tensors: { dx: { shape, data: dx }, dgamma: param('dgamma'), dbeta: param('dbeta') },
       scalars: {},
     };
   },
-};
+});

@@ -1,6 +1,6 @@
-import { allocate, type FloatArray } from '../tensor/tensor.js';
+import type { FloatArray } from '../tensor/tensor.js';
 import { rowSizes } from './layer-norm.js';
-import { cast, f64, f64Optional, type OpKernels } from './task.js';
+import { cast, f64, f64Optional, gather, sum, whole } from './task.js';
 
 /**
  * RMS normalization (PyTorch's `F.rms_norm`): `x` read as `[rows, R]`, R the
@@ -20,9 +20,10 @@ import { cast, f64, f64Optional, type OpKernels } from './task.js';
  * Example: x = [[3, 4]], eps → 0: mean of squares 12.5, rrms ≈ 0.282843, y ≈ [0.848528, 1.131371].
  */
 function create() {
-  function stats(x: FloatArray, rows: number, R: number, eps: number): Float64Array {
+  /** rrms of rows [r0, r1) (entries outside the range stay 0). */
+  function stats(x: FloatArray, rows: number, R: number, r0: number, r1: number, eps: number): Float64Array {
     const rrms = new Float64Array(rows);
-    for (let r = 0, base = 0; r < rows; r++, base += R) {
+    for (let r = r0, base = r0 * R; r < r1; r++, base += R) {
       let s0 = 0;
       let s1 = 0;
       let i = base;
@@ -42,30 +43,32 @@ function create() {
   function forward(
     x: FloatArray,
     y: FloatArray,
-    rows: number,
+    r0: number,
+    r1: number,
     R: number,
     rrms: Float64Array,
     gamma: Float64Array | null,
   ) {
-    for (let r = 0, base = 0; r < rows; r++, base += R) {
+    for (let r = r0, base = r0 * R; r < r1; r++, base += R) {
       const s = rrms[r]!;
       if (gamma) for (let i = 0; i < R; i++) y[base + i] = x[base + i]! * s * gamma[i]!;
       else for (let i = 0; i < R; i++) y[base + i] = x[base + i]! * s;
     }
   }
 
+  /** dx of rows [r0, r1); adds their Σ dy · x · rrms to dg. */
   function backward(
     x: FloatArray,
     dy: FloatArray,
-    rows: number,
+    r0: number,
+    r1: number,
     R: number,
     rrms: Float64Array,
     gamma: Float64Array | null,
     dx: FloatArray,
-    dgamma: FloatArray,
+    dg: Float64Array,
   ) {
-    const dg = new Float64Array(R);
-    for (let r = 0, base = 0; r < rows; r++, base += R) {
+    for (let r = r0, base = r0 * R; r < r1; r++, base += R) {
       const s = rrms[r]!;
       let sux = 0;
       for (let i = 0; i < R; i++) {
@@ -80,7 +83,6 @@ function create() {
         dx[base + i] = s * u - k * x[base + i]!;
       }
     }
-    dgamma.set(dg);
   }
 
   return { stats, forward, backward };
@@ -95,31 +97,40 @@ export interface RmsParams {
   normalizedShape: number[];
 }
 
-export const rmsNorm: OpKernels<RmsParams> = {
-  forward({ dtype, shape, tensors: t, params: p }) {
-    const { rows, R, statsShape } = rowSizes(shape, p.normalizedShape);
+/** Units are rows; a part normalizes a range of rows. */
+export const rmsNorm = whole<RmsParams>({
+  units: ({ shape, params: p }) => rowSizes(shape, p.normalizedShape).rows,
+
+  forwardPart({ dtype, shape, tensors: t, params: p }, { begin, end }, y) {
+    const { rows, R } = rowSizes(shape, p.normalizedShape);
     const x = cast(t.x!, dtype);
     const k = kernels(x);
-    const y = allocate(dtype, x.length);
-    const rrms = k.stats(x, rows, R, p.eps);
-    k.forward(x, y, rows, R, rrms, f64Optional(t.gamma, dtype));
+    const rrms = k.stats(x, rows, R, begin, end, p.eps);
+    k.forward(x, y, begin, end, R, rrms, f64Optional(t.gamma, dtype));
+    return { rrms };
+  },
+
+  finishForward({ dtype, shape, params: p }, done, y) {
+    const { rows, statsShape } = rowSizes(shape, p.normalizedShape);
+    const rrms = gather(done, 'rrms', rows);
     return {
       tensors: { y: { shape, data: y }, rrms: { shape: statsShape, data: cast(rrms, dtype) } },
       scalars: {},
     };
   },
-  backward({ dtype, shape, tensors: t, params: p }) {
+
+  backwardPart({ dtype, shape, tensors: t, params: p }, { begin, end }, dx) {
     const { rows, R } = rowSizes(shape, p.normalizedShape);
     const x = cast(t.x!, dtype);
     const k = kernels(x);
-    const dy = cast(t.dy!, dtype);
-    const rrms = t.rrms ? f64(cast(t.rrms, dtype)) : k.stats(x, rows, R, p.eps);
-    const dx = allocate(dtype, x.length);
-    const dgamma = allocate(dtype, R);
-    k.backward(x, dy, rows, R, rrms, f64Optional(t.gamma, dtype), dx, dgamma);
-    return {
-      tensors: { dx: { shape, data: dx }, dgamma: { shape: p.normalizedShape, data: dgamma } },
-      scalars: {},
-    };
+    const rrms = t.rrms ? f64(cast(t.rrms, dtype)) : k.stats(x, rows, R, begin, end, p.eps);
+    const dgamma = new Float64Array(R);
+    k.backward(x, cast(t.dy!, dtype), begin, end, R, rrms, f64Optional(t.gamma, dtype), dx, dgamma);
+    return { dgamma };
   },
-};
+
+  finishBackward({ dtype, shape, params: p }, done, dx) {
+    const dgamma = { shape: p.normalizedShape, data: cast(sum(done, 'dgamma'), dtype) };
+    return { tensors: { dx: { shape, data: dx }, dgamma }, scalars: {} };
+  },
+});

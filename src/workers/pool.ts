@@ -6,6 +6,7 @@ import { Piscina } from 'piscina';
 import { Overloaded } from '../errors.js';
 import type { Pass } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
+import { DEFAULT_THRESHOLDS, dispatch, type Thresholds } from './dispatch.js';
 
 /**
  * The piscina pool that runs every kernel off the event loop.
@@ -39,12 +40,8 @@ declare module 'fastify' {
 export interface PoolOptions {
   workers: number;
   maxQueue: number;
-}
-
-function buffersOf(task: KernelTask): ArrayBuffer[] {
-  const seen = new Set<ArrayBuffer>();
-  for (const t of Object.values(task.tensors)) if (t) seen.add(t.buffer as ArrayBuffer);
-  return [...seen];
+  /** where requests run by size; defaults from the dispatch benchmark */
+  thresholds?: Thresholds;
 }
 
 async function poolPlugin(app: FastifyInstance, opts: PoolOptions) {
@@ -61,7 +58,7 @@ async function poolPlugin(app: FastifyInstance, opts: PoolOptions) {
   const compute: Compute = {
     async run(pass, task, signal) {
       try {
-        return (await pool.run(task, { name: pass, transferList: buffersOf(task), signal })) as KernelResult;
+        return await dispatch(pool, opts.workers, opts.thresholds ?? DEFAULT_THRESHOLDS, pass, task, signal);
       } catch (err) {
         // piscina's two ways of saying "full": the queue is at maxQueue, or there is no queue (maxQueue 0).
         if (err instanceof Error && /queue is at limit|no task queue available/i.test(err.message)) {

@@ -1,15 +1,18 @@
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { type Pass, runKernel } from '../kernels/registry.js';
+import { type PartTask, type Pass, runKernel, runPart } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
 
 /**
- * The worker entry: named functions `forward` and `backward` (piscina's `name`
- * option picks one). Results go back by transfer: their buffers are moved to
- * the event loop's thread, not cloned.
+ * The worker entry: named functions (piscina's `name` option picks one).
+ * `forward`/`backward` run a whole request and move their results' buffers back
+ * to the event loop's thread; `part` runs one part of a request split across
+ * workers, whose big tensors live in shared memory.
  */
 function transfer(result: KernelResult) {
   const buffers = new Set<ArrayBufferLike>();
-  for (const t of Object.values(result.tensors)) buffers.add(t.data.buffer);
+  for (const t of Object.values(result.tensors)) {
+    if (!(t.data.buffer instanceof SharedArrayBuffer)) buffers.add(t.data.buffer);
+  }
   return move({
     get [transferableSymbol]() {
       return [...buffers];
@@ -30,4 +33,8 @@ export function forward(task: KernelTask) {
 
 export function backward(task: KernelTask) {
   return run('backward', task);
+}
+
+export function part(task: PartTask) {
+  return runPart(task);
 }

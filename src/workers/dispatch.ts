@@ -1,0 +1,87 @@
+import type { Piscina } from 'piscina';
+import { finishParts, type PartTask, type Pass, runKernel, unitsOf } from '../kernels/registry.js';
+import type { KernelResult, KernelTask, Part } from '../kernels/task.js';
+import { type DType, type FloatArray, sizeOf } from '../tensor/tensor.js';
+
+/**
+ * Where a request runs, by its size (elements of x):
+ *
+ *   ≤ inlineMax   on the event loop: the kernel takes less time than a round trip to a worker
+ *   < splitMin    in one worker, its buffers moved there and back
+ *   ≥ splitMin    split across every worker over shared memory, its partial results merged here
+ *
+ * The defaults come from `npm run bench` (bench/dispatch.ts); see bench/RESULTS.md.
+ */
+export interface Thresholds {
+  inlineMax: number;
+  splitMin: number;
+}
+
+export const DEFAULT_THRESHOLDS: Thresholds = { inlineMax: 2048, splitMin: 1 << 30 };
+
+export type Route = 'inline' | 'pool' | 'split';
+
+export function routeOf(elements: number, threads: number, t: Thresholds): Route {
+  if (elements <= t.inlineMax) return 'inline';
+  if (elements >= t.splitMin && threads > 1) return 'split';
+  return 'pool';
+}
+
+function buffersOf(task: KernelTask): ArrayBuffer[] {
+  const seen = new Set<ArrayBuffer>();
+  for (const t of Object.values(task.tensors)) if (t) seen.add(t.buffer as ArrayBuffer);
+  return [...seen];
+}
+
+function sharedArray(dtype: DType, length: number): FloatArray {
+  return dtype === 'float32'
+    ? new Float32Array(new SharedArrayBuffer(length * 4))
+    : new Float64Array(new SharedArrayBuffer(length * 8));
+}
+
+function sharedCopy(data: FloatArray, dtype: DType): FloatArray {
+  const out = sharedArray(dtype, data.length);
+  out.set(data);
+  return out;
+}
+
+/** Splits `units` into at most `parts` contiguous ranges of nearly equal size. */
+export function partition(units: number, parts: number): Part[] {
+  const n = Math.max(1, Math.min(parts, units));
+  return Array.from({ length: n }, (_, i) => ({
+    begin: Math.floor((i * units) / n),
+    end: Math.floor(((i + 1) * units) / n),
+  }));
+}
+
+export async function dispatch(
+  pool: Piscina,
+  threads: number,
+  thresholds: Thresholds,
+  pass: Pass,
+  task: KernelTask,
+  signal?: AbortSignal,
+): Promise<KernelResult> {
+  const elements = sizeOf(task.shape);
+  const route = routeOf(elements, threads, thresholds);
+  if (route === 'inline') return runKernel(pass, task);
+  if (route === 'pool') {
+    return (await pool.run(task, { name: pass, transferList: buffersOf(task), signal })) as KernelResult;
+  }
+  // Split: the tensors as big as x go to shared memory in the computation's element type
+  // (one copy, which also does the float32 rounding once for every part).
+  const tensors: KernelTask['tensors'] = {};
+  for (const [name, data] of Object.entries(task.tensors)) {
+    tensors[name] = data && data.length === elements ? sharedCopy(data, task.dtype) : data;
+  }
+  const shared: KernelTask = { ...task, tensors };
+  const output = sharedArray(task.dtype, elements);
+  const parts = partition(unitsOf(pass, shared), threads);
+  const done = await Promise.all(
+    parts.map(async (part) => {
+      const job: PartTask = { pass, task: shared, part, out: output };
+      return { part, partials: await pool.run(job, { name: 'part', signal }) };
+    }),
+  );
+  return finishParts(pass, shared, done, output);
+}
