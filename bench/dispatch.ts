@@ -1,7 +1,7 @@
 /**
  * What each route costs, to set the dispatch thresholds (src/workers/dispatch.ts):
  * the same batch-norm forward + backward run inline (event loop), in one worker
- * (buffers moved), and split across 2 workers (shared memory), at growing sizes,
+ * (inputs shared, outputs moved back), and split across 2 workers, at growing sizes,
  * all in this process. Needs the build (`npm run build`): workers run dist/.
  *
  *   npx tsx bench/dispatch.ts
@@ -83,6 +83,8 @@ for (const shape of SIZES) {
     'split speedup vs pool': (ms.pool! / ms.split!).toFixed(2),
   });
 }
-console.log('batch_norm float32, forward + backward, 2 workers (task creation not timed)');
+console.log(
+  'batch_norm float32, forward + backward, 2 workers, inputs in shared memory as a safetensors body is read',
+);
 console.table(rows);
 await pool.close();

@@ -1,5 +1,6 @@
 import type { FloatArray } from '../tensor/tensor.js';
 import { accumulator, CHUNK, chunkFunctions, cleanM2, merge } from './chunk.js';
+import { columnFunctions } from './columns.js';
 
 /**
  * What batch, instance and group norm share: `x` laid out as `[N, C, inner]`,
@@ -22,29 +23,53 @@ export interface ChannelLayout {
   /** m: values per group. */
   size: number;
   /** group of run r = n·C + c, length N·C */
-  group: Int32Array;
+  readonly group: Int32Array;
+  /** the group is the channel (batch norm, and every eval mode): [N, C] data has a column fast path */
+  byChannel: boolean;
 }
 
+/** A layout whose run → group map is built on first use (the [N, C] column path never needs it). */
 function layout(
   N: number,
   C: number,
   inner: number,
   groups: number,
-  groupOf: (n: number, c: number) => number,
-) {
-  const group = new Int32Array(N * C);
-  for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) group[n * C + c] = groupOf(n, c);
-  return { N, C, inner, groups, size: (N * C * inner) / groups, group };
+  byChannel: boolean,
+  fill: (group: Int32Array) => void,
+): ChannelLayout {
+  let group: Int32Array | undefined;
+  return {
+    N,
+    C,
+    inner,
+    groups,
+    size: (N * C * inner) / groups,
+    byChannel,
+    get group() {
+      if (!group) {
+        group = new Int32Array(N * C);
+        fill(group);
+      }
+      return group;
+    },
+  };
 }
 
 export const batchLayout = (N: number, C: number, inner: number): ChannelLayout =>
-  layout(N, C, inner, C, (_n, c) => c);
+  layout(N, C, inner, C, true, (g) => {
+    for (let n = 0, r = 0; n < N; n++) for (let c = 0; c < C; c++) g[r++] = c;
+  });
 
 export const instanceLayout = (N: number, C: number, inner: number): ChannelLayout =>
-  layout(N, C, inner, N * C, (n, c) => n * C + c);
+  layout(N, C, inner, N * C, false, (g) => {
+    for (let r = 0; r < N * C; r++) g[r] = r;
+  });
 
 export const groupLayout = (N: number, C: number, inner: number, G: number): ChannelLayout =>
-  layout(N, C, inner, N * G, (n, c) => n * G + Math.floor(c / (C / G)));
+  layout(N, C, inner, N * G, false, (g) => {
+    const perGroup = C / G;
+    for (let n = 0, r = 0; n < N; n++) for (let c = 0; c < C; c++) g[r++] = n * G + Math.floor(c / perGroup);
+  });
 
 /** Runs shorter than this are summed group-wise in two passes rather than chunk by chunk. */
 const MIN_RUN = 16;
@@ -72,6 +97,7 @@ export interface ChannelBackwardArgs {
 
 function create() {
   const { chunkMoments } = chunkFunctions();
+  const columns = columnFunctions();
 
   /**
    * Per-group mean and M2 = Σ (x − mean)²: chunk by chunk (see chunk.ts) when
@@ -85,6 +111,10 @@ function create() {
     g0 = 0,
     g1 = L.groups,
   ): void {
+    if (L.byChannel && L.inner === 1) {
+      columns.moments(x, L.N, L.C, mean, m2, g0, g1);
+      return;
+    }
     const { inner, group, groups, size } = L;
     const runs = group.length;
     if (inner >= MIN_RUN) {
@@ -150,10 +180,15 @@ function create() {
     invstd: Float64Array,
     gamma: Float64Array | null,
     beta: Float64Array | null,
-    statGroup: Int32Array = L.group,
+    statGroupArg?: Int32Array,
     g0 = 0,
     g1 = mean.length,
   ): void {
+    if (L.byChannel && L.inner === 1 && statGroupArg === undefined) {
+      columns.affine(x, y, L.N, L.C, mean, invstd, gamma, beta, g0, g1);
+      return;
+    }
+    const statGroup = statGroupArg ?? L.group;
     const { C, inner } = L;
     const runs = statGroup.length;
     for (let r = 0, c = 0, base = 0; r < runs; r++, base += inner, c = c + 1 === C ? 0 : c + 1) {
@@ -262,6 +297,10 @@ function create() {
    * constant over a group) this is gamma · invstd · (dy − dbeta/m − x̂ · dgamma/(m − correction)).
    */
   function backward(a: ChannelBackwardArgs): void {
+    if (a.L.byChannel && a.L.inner === 1 && !a.statGroup) {
+      columns.backward(a);
+      return;
+    }
     const { x, dy, dx, L, gamma, correction, training } = a;
     const { C, inner, size } = L;
     const statGroup = a.statGroup ?? L.group;

@@ -103,10 +103,18 @@ function finishStats(
  */
 export function channelOp(spec: ChannelOpSpec) {
   type Task = KernelTask<ChannelOpParams>;
-  const plan = ({ shape, params: p }: Task) => {
-    const { N, C, inner } = channelSizes(shape);
-    const training = p.training !== false;
-    return { C, training, L: training ? spec.layout(N, C, inner, p) : batchLayout(N, C, inner) };
+  // The layout (a group index per run) is built once per task, not once per step.
+  const plans = new WeakMap<Task, { C: number; training: boolean; L: ChannelLayout }>();
+  const plan = (task: Task) => {
+    let found = plans.get(task);
+    if (!found) {
+      const { N, C, inner } = channelSizes(task.shape);
+      const training = task.params.training !== false;
+      const L = training ? spec.layout(N, C, inner, task.params) : batchLayout(N, C, inner);
+      found = { C, training, L };
+      plans.set(task, found);
+    }
+    return found;
   };
 
   const split: SplitKernels<ChannelOpParams> = {
@@ -124,14 +132,14 @@ export function channelOp(spec: ChannelOpSpec) {
       const beta = f64Optional(t.beta, dtype);
       if (!training) {
         const { mean, invstd } = runningStats(t, dtype, p.eps);
-        k.affine(x, y, L, mean, invstd, gamma, beta, L.group, part.begin, part.end);
+        k.affine(x, y, L, mean, invstd, gamma, beta, undefined, part.begin, part.end);
         return {} as Partials;
       }
       const mean = new Float64Array(L.groups);
       const m2 = new Float64Array(L.groups);
       k.moments(x, L, mean, m2, part.begin, part.end);
       const { invstd } = finishStats(mean, m2, L, p.eps, p.correction);
-      k.affine(x, y, L, mean, invstd, gamma, beta, L.group, part.begin, part.end);
+      k.affine(x, y, L, mean, invstd, gamma, beta, undefined, part.begin, part.end);
       return { mean, m2 };
     },
 

@@ -1,8 +1,10 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { InvalidBody } from '../errors.js';
 import type { KernelResult } from '../kernels/task.js';
-import { decodeSafetensors, encodeSafetensors, SafetensorsError } from '../tensor/safetensors.js';
+import { decodeSafetensors, encodeSafetensorsChunks, SafetensorsError } from '../tensor/safetensors.js';
 import { BinaryTensor } from '../tensor/tensor.js';
+import { readSharedBody } from './shared-body.js';
 
 /**
  * The safetensors transport: a request body of `application/x-safetensors` becomes
@@ -30,12 +32,12 @@ function metadataValue(key: string, text: string): unknown {
   }
 }
 
-export function safetensorsToBody(buf: Buffer): Record<string, unknown> {
-  // A Buffer that owns its ArrayBuffer can lend views to workers; a slice of Node's pool cannot.
-  const exclusive = buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength;
+/** The request body object of a safetensors body held in shared memory. */
+export function safetensorsToBody(bytes: Uint8Array): Record<string, unknown> {
   let file: ReturnType<typeof decodeSafetensors>;
   try {
-    file = decodeSafetensors(buf, exclusive);
+    // A body in shared memory is ours alone: its tensors can be views on it.
+    file = decodeSafetensors(bytes, bytes.buffer instanceof SharedArrayBuffer);
   } catch (err) {
     if (err instanceof SafetensorsError) throw invalid(err.path, err.message);
     throw err;
@@ -58,13 +60,11 @@ export function safetensorsToBody(buf: Buffer): Record<string, unknown> {
   return { ...body };
 }
 
-export function registerSafetensorsParser(app: FastifyInstance) {
-  app.addContentTypeParser(SAFETENSORS, { parseAs: 'buffer' }, (_request, body, done) => {
-    try {
-      done(null, safetensorsToBody(body as Buffer));
-    } catch (err) {
-      done(err as Error, undefined);
-    }
+export function registerSafetensorsParser(app: FastifyInstance, bodyLimit: number) {
+  // No parseAs: the raw stream goes straight into shared memory (see readSharedBody).
+  app.addContentTypeParser(SAFETENSORS, async (request: FastifyRequest, payload: Readable) => {
+    const length = Number(request.headers['content-length']);
+    return safetensorsToBody(await readSharedBody(payload, length, bodyLimit));
   });
 }
 
@@ -80,7 +80,9 @@ export function wantsSafetensors(request: FastifyRequest): boolean {
   });
 }
 
-export function encodeBinaryResult(result: KernelResult): Buffer {
+/** Sends a result as safetensors, streamed from the result's own memory (no copy into one buffer). */
+export function sendBinaryResult(reply: FastifyReply, result: KernelResult): FastifyReply {
   const metadata = Object.fromEntries(Object.entries(result.scalars).map(([k, v]) => [k, String(v)]));
-  return encodeSafetensors(result.tensors, metadata);
+  const { chunks, length } = encodeSafetensorsChunks(result.tensors, metadata);
+  return reply.type(SAFETENSORS).header('content-length', length).send(Readable.from(chunks));
 }

@@ -6,7 +6,7 @@ import { problemResponse } from '../problem.js';
 import { backwardRequest, backwardResponse, forwardRequest, forwardResponse } from '../schemas/ops.js';
 import { encodeResponse, type JsonField } from '../tensor/encode.js';
 import type { DecodedTensor, DType, TensorForm } from '../tensor/tensor.js';
-import { encodeBinaryResult, registerSafetensorsParser, SAFETENSORS, wantsSafetensors } from './binary.js';
+import { registerSafetensorsParser, sendBinaryResult, wantsSafetensors } from './binary.js';
 
 /** A validated body: its op and dtype, decoded tensors, and scalar parameters. */
 type Body = { op: string; dtype: DType; x: DecodedTensor } & Record<string, unknown>;
@@ -48,14 +48,14 @@ const errorResponses = {
 export async function computeRoutes(app: FastifyInstance) {
   const r = app.withTypeProvider<ZodTypeProvider>();
 
-  registerSafetensorsParser(app);
+  registerSafetensorsParser(app, app.initialConfig.bodyLimit ?? 1 << 20);
 
   // The response is JSON text written by the tensor encoder (fastify sends a string as is),
   // or safetensors bytes when the client's Accept asks for them.
   const handle = (pass: Pass) => async (request: FastifyRequest, reply: FastifyReply) => {
     const body = request.body as Body;
     const result = await app.compute.run(pass, toTask(body));
-    if (wantsSafetensors(request)) return reply.type(SAFETENSORS).send(encodeBinaryResult(result));
+    if (wantsSafetensors(request)) return sendBinaryResult(reply, result);
     return reply.type('application/json').send(encodeResult(result, body.dtype, body.x.form));
   };
   const forward = handle('forward');

@@ -73,7 +73,7 @@ export function decodeSafetensors(body: Uint8Array, exclusive: boolean): SafeFil
   const dataStart = 8 + headerLen;
   const dataLen = body.byteLength - dataStart;
 
-  const metadata: Record<string, string> = {};
+  const metadata: Record<string, string> = Object.create(null);
   const rawMeta = header.__metadata__;
   if (rawMeta !== undefined) {
     if (!isRecord(rawMeta)) throw new SafetensorsError('__metadata__', 'must be an object of strings');
@@ -85,7 +85,8 @@ export function decodeSafetensors(body: Uint8Array, exclusive: boolean): SafeFil
   }
 
   const spans: { name: string; begin: number; end: number }[] = [];
-  const tensors: Record<string, SafeTensor> = {};
+  // No prototype: a tensor named "__proto__" is a tensor like any other, not a prototype.
+  const tensors: Record<string, SafeTensor> = Object.create(null);
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     if (!isRecord(info))
@@ -123,10 +124,11 @@ export function decodeSafetensors(body: Uint8Array, exclusive: boolean): SafeFil
       data: view32or64(body, dataStart + begin, count, dtype, exclusive),
     };
   }
-  spans.sort((a, b) => a.begin - b.begin);
-  for (let i = 1; i < spans.length; i++) {
-    if (spans[i]!.begin < spans[i - 1]!.end) {
-      throw new SafetensorsError(spans[i]!.name, `data overlaps tensor "${spans[i - 1]!.name}"`);
+  // Empty tensors occupy no bytes and overlap nothing.
+  const filled = spans.filter((sp) => sp.end > sp.begin).sort((p, q) => p.begin - q.begin);
+  for (let i = 1; i < filled.length; i++) {
+    if (filled[i]!.begin < filled[i - 1]!.end) {
+      throw new SafetensorsError(filled[i]!.name, `data overlaps tensor "${filled[i - 1]!.name}"`);
     }
   }
   return { tensors, metadata };
@@ -150,13 +152,15 @@ function view32or64(
 }
 
 /**
- * Encodes tensors and string metadata; the header is padded with spaces so the
- * data starts 8-byte aligned, and tensors are laid out in the order given.
+ * Encodes tensors and string metadata as the pieces of one safetensors file: the
+ * length and header (padded with spaces so the data starts 8-byte aligned), then
+ * each tensor's bytes as a view on its own memory — nothing is copied, so a large
+ * result goes to the socket from where the kernel wrote it.
  */
-export function encodeSafetensors(
+export function encodeSafetensorsChunks(
   tensors: Record<string, { shape: readonly number[]; data: FloatArray }>,
   metadata: Record<string, string> = {},
-): Buffer {
+): { chunks: Uint8Array[]; length: number } {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
@@ -167,16 +171,19 @@ export function encodeSafetensors(
     offset += t.data.byteLength;
   }
   let json = JSON.stringify(header);
-  const pad = (8 - ((8 + Buffer.byteLength(json)) % 8)) % 8;
-  json += ' '.repeat(pad);
-  const headerBytes = Buffer.from(json);
-  const out = Buffer.allocUnsafe(8 + headerBytes.length + offset);
-  out.writeBigUInt64LE(BigInt(headerBytes.length), 0);
-  headerBytes.copy(out, 8);
-  let at = 8 + headerBytes.length;
-  for (const [, t] of entries) {
-    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
-    at += t.data.byteLength;
-  }
-  return out;
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const head = Buffer.alloc(8 + Buffer.byteLength(json));
+  head.writeBigUInt64LE(BigInt(head.length - 8), 0);
+  head.write(json, 8);
+  const chunks: Uint8Array[] = [head];
+  for (const [, t] of entries) chunks.push(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  return { chunks, length: head.length + offset };
+}
+
+/** The same file in one Buffer (for clients and tests). */
+export function encodeSafetensors(
+  tensors: Record<string, { shape: readonly number[]; data: FloatArray }>,
+  metadata: Record<string, string> = {},
+): Buffer {
+  return Buffer.concat(encodeSafetensorsChunks(tensors, metadata).chunks);
 }

@@ -27,9 +27,12 @@ export function routeOf(elements: number, threads: number, t: Thresholds): Route
   return 'pool';
 }
 
+/** The buffers to move to the worker: every tensor's, but shared memory, which workers see as it is. */
 function buffersOf(task: KernelTask): ArrayBuffer[] {
   const seen = new Set<ArrayBuffer>();
-  for (const t of Object.values(task.tensors)) if (t) seen.add(t.buffer as ArrayBuffer);
+  for (const t of Object.values(task.tensors)) {
+    if (t && !(t.buffer instanceof SharedArrayBuffer)) seen.add(t.buffer as ArrayBuffer);
+  }
   return [...seen];
 }
 
@@ -39,7 +42,11 @@ function sharedArray(dtype: DType, length: number): FloatArray {
     : new Float64Array(new SharedArrayBuffer(length * 8));
 }
 
-function sharedCopy(data: FloatArray, dtype: DType): FloatArray {
+/** `data` in shared memory with the computation's element type: as it is when it already is (a safetensors body). */
+function shared(data: FloatArray, dtype: DType): FloatArray {
+  const ok =
+    data.buffer instanceof SharedArrayBuffer && data instanceof Float32Array === (dtype === 'float32');
+  if (ok) return data;
   const out = sharedArray(dtype, data.length);
   out.set(data);
   return out;
@@ -68,20 +75,20 @@ export async function dispatch(
   if (route === 'pool') {
     return (await pool.run(task, { name: pass, transferList: buffersOf(task), signal })) as KernelResult;
   }
-  // Split: the tensors as big as x go to shared memory in the computation's element type
-  // (one copy, which also does the float32 rounding once for every part).
+  // Split: the tensors as big as x must be in shared memory with the computation's element
+  // type; a safetensors body already is, a JSON body is copied once (rounding to float32 once).
   const tensors: KernelTask['tensors'] = {};
   for (const [name, data] of Object.entries(task.tensors)) {
-    tensors[name] = data && data.length === elements ? sharedCopy(data, task.dtype) : data;
+    tensors[name] = data && data.length === elements ? shared(data, task.dtype) : data;
   }
-  const shared: KernelTask = { ...task, tensors };
+  const sharedTask: KernelTask = { ...task, tensors };
   const output = sharedArray(task.dtype, elements);
-  const parts = partition(unitsOf(pass, shared), threads);
+  const parts = partition(unitsOf(pass, sharedTask), threads);
   const done = await Promise.all(
     parts.map(async (part) => {
-      const job: PartTask = { pass, task: shared, part, out: output };
+      const job: PartTask = { pass, task: sharedTask, part, out: output };
       return { part, partials: await pool.run(job, { name: 'part', signal }) };
     }),
   );
-  return finishParts(pass, shared, done, output);
+  return finishParts(pass, sharedTask, done, output);
 }
