@@ -1,31 +1,45 @@
+import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { registerApiKeys } from './auth.js';
 import type { Config } from './config.js';
+import { metrics } from './metrics.js';
 import { registerProblemHandlers } from './problem.js';
 import { computeRoutes } from './routes/compute.js';
 import { healthRoutes } from './routes/health.js';
 import { addBinaryContent, openapiInfo } from './routes/openapi.js';
+import { registerRequestLog } from './routes/request-log.js';
 import { computePool } from './workers/pool.js';
+
+/** A client's X-Request-Id is kept when it is a sane token; otherwise the request gets a fresh UUID. */
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 /** The whole service as a Fastify instance; the process concerns live in server.ts. */
 export async function buildApp(config: Config): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: {
-      level: config.logLevel,
-      redact: ['req.headers.authorization'],
-    },
+    logger: { level: config.logLevel, redact: ['req.headers.authorization', 'headers.authorization'] },
     bodyLimit: config.bodyLimit,
-    // A long computation must not be cut off mid-answer by Node's default request timeout.
-    requestTimeout: 0,
+    // Slow clients: the whole request must arrive within REQUEST_TIMEOUT_MS. An idle socket is
+    // closed only after a computation could have finished, so a long task keeps its connection.
+    requestTimeout: config.requestTimeoutMs,
+    connectionTimeout: config.taskTimeoutMs + config.requestTimeoutMs,
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    // One line per request, written by registerRequestLog with what matters (sizes, not contents).
+    logController: new LogController({ disableRequestLogging: true }),
+    return503OnClosing: true,
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
-  // Only JSON bodies are accepted: anything else is a 415, not a string for the validator to reject.
+  // Only JSON and safetensors bodies are accepted: anything else is a 415, not a string for the validator to reject.
   app.removeContentTypeParser(['text/plain']);
   registerProblemHandlers(app);
+  registerRequestLog(app);
   registerApiKeys(app, config.apiKeys);
 
   await app.register(swagger, {
@@ -37,10 +51,17 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
   await app.register(computePool, {
     workers: config.workers,
     maxQueue: config.maxQueue,
+    taskTimeoutMs: config.taskTimeoutMs,
     thresholds: config.thresholds,
+    testHooks: config.testHooks,
   });
+  await app.register(metrics);
   await app.register(healthRoutes);
-  await app.register(computeRoutes);
+  await app.register(computeRoutes, {
+    bodyLimit: config.bodyLimit,
+    maxElements: config.maxElements,
+    pressure: config.pressure,
+  });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -14,7 +14,14 @@ const schema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   WORKERS: int(1).default(availableParallelism()),
   BODY_LIMIT: int(1).default(256 * 1024 * 1024),
+  MAX_ELEMENTS: int(1).default(64 * 1024 * 1024),
   MAX_QUEUE: int(0).default(64),
+  TASK_TIMEOUT_MS: int(1).default(60_000),
+  REQUEST_TIMEOUT_MS: int(1).default(120_000),
+  MAX_EVENT_LOOP_DELAY_MS: int(0).default(1000),
+  MAX_HEAP_USED_BYTES: int(0).default(0),
+  MAX_RSS_BYTES: int(0).default(0),
+  SHUTDOWN_TIMEOUT_MS: int(1).default(10_000),
   INLINE_MAX: int(0).default(DEFAULT_THRESHOLDS.inlineMax),
   SPLIT_MIN: int(1).default(DEFAULT_THRESHOLDS.splitMin),
   API_KEYS: z
@@ -34,10 +41,21 @@ export type Config = Readonly<{
   logLevel: z.output<typeof schema>['LOG_LEVEL'];
   workers: number;
   bodyLimit: number;
+  /** the most elements one tensor may have (413 naming the tensor) */
+  maxElements: number;
   maxQueue: number;
+  /** a computation still running after this is abandoned (its worker replaced) and answered 504 */
+  taskTimeoutMs: number;
+  /** the whole request must have arrived by then (slow clients) */
+  requestTimeoutMs: number;
+  /** load shedding (503) by event-loop delay and memory; 0 turns a check off */
+  pressure: Readonly<{ maxEventLoopDelayMs: number; maxHeapUsedBytes: number; maxRssBytes: number }>;
+  shutdownTimeoutMs: number;
   /** requests of at most this many elements run on the event loop; of at least splitMin, across all workers */
   thresholds: Readonly<Thresholds>;
   apiKeys: readonly string[];
+  /** test-only fault injection in the workers; never set from the environment */
+  testHooks: boolean;
 }>;
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
@@ -45,7 +63,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const parsed = schema.safeParse(present);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
-    throw new Error(`invalid configuration:\n  ${lines.join('\n  ')}`);
+    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   const e = parsed.data;
   return Object.freeze({
@@ -54,11 +72,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL,
     workers: e.WORKERS,
     bodyLimit: e.BODY_LIMIT,
+    maxElements: e.MAX_ELEMENTS,
     maxQueue: e.MAX_QUEUE,
+    taskTimeoutMs: e.TASK_TIMEOUT_MS,
+    requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+    pressure: Object.freeze({
+      maxEventLoopDelayMs: e.MAX_EVENT_LOOP_DELAY_MS,
+      maxHeapUsedBytes: e.MAX_HEAP_USED_BYTES,
+      maxRssBytes: e.MAX_RSS_BYTES,
+    }),
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     thresholds: Object.freeze({ inlineMax: e.INLINE_MAX, splitMin: e.SPLIT_MIN }),
     apiKeys: Object.freeze(e.API_KEYS),
+    testHooks: false,
   });
 }
+
+/** A configuration error: the process prints its message (no stack) and exits 1. */
+export class ConfigError extends Error {}
 
 /** Defaults for tests and tools: the environment's shape without reading it. */
 export function testConfig(overrides: Partial<Config> = {}): Config {

@@ -103,8 +103,10 @@ function fromError(error: FastifyError, request: FastifyRequest): Problem {
     request.log.error({ err: error }, 'request failed');
     return problem(500, 'The request could not be completed.', undefined, 'internal');
   }
+  const kind = error.code?.replace(/^NORMSERVE_/, '');
   const fields = (error as { fields?: FieldError[] }).fields;
   if (status === 400 && fields) return problem(400, error.message, fields, 'invalid-request');
+  if (fields) return problem(status, error.message, fields, kind);
   switch (error.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
@@ -130,13 +132,15 @@ function fromError(error: FastifyError, request: FastifyRequest): Problem {
       'unauthorized',
     );
   }
-  return problem(status, error.message, undefined, error.code);
+  return problem(status, error.message, undefined, kind);
 }
 
 export function registerProblemHandlers(app: FastifyInstance) {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const p = fromError(error, request);
-    if (p.status === 503) reply.header('retry-after', '1');
+    // Refusals by reason: the problem's kind (invalid-request, body-too-large, overloaded, …).
+    request.server.metrics?.rejected.inc({ reason: p.type.slice(TYPE_BASE.length) });
+    if (p.status === 503 || p.status === 504) reply.header('retry-after', '1');
     if (p.status === 401) reply.header('www-authenticate', 'Bearer');
     return sendProblem(reply, p);
   });

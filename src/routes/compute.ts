@@ -1,8 +1,11 @@
+import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Config } from '../config.js';
+import { TooManyElements } from '../errors.js';
 import type { Pass } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
-import { problemResponse } from '../problem.js';
+import { problem, problemResponse, sendProblem } from '../problem.js';
 import { backwardRequest, backwardResponse, forwardRequest, forwardResponse } from '../schemas/ops.js';
 import { encodeResponse, type JsonField } from '../tensor/encode.js';
 import type { DecodedTensor, DType, TensorForm } from '../tensor/tensor.js';
@@ -45,16 +48,72 @@ const errorResponses = {
   503: problemResponse('Queue full or shutting down; see Retry-After.'),
 };
 
-export async function computeRoutes(app: FastifyInstance) {
+export interface ComputeRoutesOptions {
+  bodyLimit: number;
+  maxElements: number;
+  pressure: Config['pressure'];
+}
+
+/** MAX_ELEMENTS per tensor: a 413 naming the tensor, before any computation. */
+function checkElements(body: Body, maxElements: number) {
+  for (const [key, value] of Object.entries(body)) {
+    if (isTensor(value) && value.data.length > maxElements) {
+      const err = new TooManyElements(
+        `${key} has ${value.data.length} elements; the limit is ${maxElements}`,
+      );
+      throw Object.assign(err, { fields: [{ path: key, message: `more than ${maxElements} elements` }] });
+    }
+  }
+}
+
+export async function computeRoutes(app: FastifyInstance, opts: ComputeRoutesOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();
 
-  registerSafetensorsParser(app, app.initialConfig.bodyLimit ?? 1 << 20);
+  registerSafetensorsParser(app, opts.bodyLimit);
+
+  // Load shedding for the compute routes only (liveness and readiness keep answering):
+  // an event loop lagging or memory past its limit gets a 503 rather than slowing everyone.
+  const { maxEventLoopDelayMs, maxHeapUsedBytes, maxRssBytes } = opts.pressure;
+  await app.register(underPressure, {
+    maxEventLoopDelay: maxEventLoopDelayMs,
+    maxHeapUsedBytes,
+    maxRssBytes,
+    pressureHandler: (_request, reply, type) => {
+      app.metrics.rejected.inc({ reason: 'under_pressure' });
+      reply.header('retry-after', '1');
+      sendProblem(
+        reply,
+        problem(503, `The service is under pressure (${type}); retry shortly.`, [], 'under-pressure'),
+      );
+    },
+  });
 
   // The response is JSON text written by the tensor encoder (fastify sends a string as is),
   // or safetensors bytes when the client's Accept asks for them.
   const handle = (pass: Pass) => async (request: FastifyRequest, reply: FastifyReply) => {
     const body = request.body as Body;
-    const result = await app.compute.run(pass, toTask(body));
+    checkElements(body, opts.maxElements);
+    const task = toTask(body);
+    // A client that hangs up cancels its computation (queued, or running in a worker).
+    // (The response's 'close' before it has ended means the connection went away; the
+    // request's own 'close' fires on every request once its body has been read.)
+    const gone = new AbortController();
+    const onClose = () => {
+      if (!reply.raw.writableEnded) gone.abort();
+    };
+    reply.raw.once('close', onClose);
+    const route = app.compute.route(task);
+    const end = app.metrics.taskSeconds.startTimer({ op: body.op, pass, route });
+    let result: KernelResult;
+    try {
+      result = await app.compute.run(pass, task, gone.signal);
+      end({ outcome: 'ok' });
+    } catch (err) {
+      end({ outcome: gone.signal.aborted ? 'cancelled' : 'failed' });
+      throw err;
+    } finally {
+      reply.raw.removeListener('close', onClose);
+    }
     if (wantsSafetensors(request)) return sendBinaryResult(reply, result);
     return reply.type('application/json').send(encodeResult(result, body.dtype, body.x.form));
   };

@@ -3,13 +3,17 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Piscina } from 'piscina';
-import { Overloaded } from '../errors.js';
+import { ComputeFailed, Overloaded, TaskTimeout } from '../errors.js';
 import type { Pass } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
-import { DEFAULT_THRESHOLDS, dispatch, type Thresholds } from './dispatch.js';
+import { DEFAULT_THRESHOLDS, dispatch, type Route, routeOf, type Thresholds } from './dispatch.js';
 
 /**
- * The piscina pool that runs every kernel off the event loop.
+ * The piscina pool that runs the kernels off the event loop, with its limits:
+ * a bounded queue (MAX_QUEUE, then 503), a time limit per task (TASK_TIMEOUT_MS,
+ * then 504 and the worker replaced), cancellation when the client goes away,
+ * and a heap limit per worker (a worker that crashes or runs out of memory fails
+ * only its own request and is replaced).
  *
  * The worker is always compiled JavaScript: in production `dist/workers/worker.js`
  * next to this file; when this file runs from TypeScript sources (tests, tsx),
@@ -24,7 +28,9 @@ function workerFile(): string {
 }
 
 export interface Compute {
+  /** Runs a pass; `signal` aborts it (the client went away). */
   run(pass: Pass, task: KernelTask, signal?: AbortSignal): Promise<KernelResult>;
+  route(task: KernelTask): Route;
   readonly ready: boolean;
   readonly queueSize: number;
   readonly utilization: number;
@@ -40,9 +46,14 @@ declare module 'fastify' {
 export interface PoolOptions {
   workers: number;
   maxQueue: number;
+  taskTimeoutMs: number;
   /** where requests run by size; defaults from the dispatch benchmark */
   thresholds?: Thresholds;
+  testHooks?: boolean;
 }
+
+/** A worker's JS heap; tensors live outside it (array buffers), so this bounds runaway code, not data. */
+const WORKER_HEAP_MB = 256;
 
 async function poolPlugin(app: FastifyInstance, opts: PoolOptions) {
   const pool = new Piscina({
@@ -52,21 +63,37 @@ async function poolPlugin(app: FastifyInstance, opts: PoolOptions) {
     maxQueue: opts.maxQueue,
     // Kernels are CPU-bound: one task at a time per thread.
     concurrentTasksPerWorker: 1,
+    resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB },
+    workerData: { testHooks: opts.testHooks === true },
   });
+  // A worker that dies is replaced by piscina; the event is worth a log line, not a crash.
+  pool.on('error', (err) => app.log.error({ err }, 'worker error'));
+  const thresholds = opts.thresholds ?? DEFAULT_THRESHOLDS;
   let ready = false;
 
   const compute: Compute = {
     async run(pass, task, signal) {
+      const timeout = AbortSignal.timeout(opts.taskTimeoutMs);
+      const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
       try {
-        return await dispatch(pool, opts.workers, opts.thresholds ?? DEFAULT_THRESHOLDS, pass, task, signal);
+        return await dispatch(pool, opts.workers, thresholds, pass, task, both);
       } catch (err) {
+        if (!(err instanceof Error)) throw err;
         // piscina's two ways of saying "full": the queue is at maxQueue, or there is no queue (maxQueue 0).
-        if (err instanceof Error && /queue is at limit|no task queue available/i.test(err.message)) {
-          throw new Overloaded();
-        }
-        throw err;
+        if (/queue is at limit|no task queue available/i.test(err.message)) throw new Overloaded();
+        if (timeout.aborted) throw new TaskTimeout(opts.taskTimeoutMs);
+        if (signal?.aborted) throw err;
+        // A worker that exited or ran out of memory: the request fails, the details go to the log only.
+        app.log.error({ err }, 'computation failed');
+        throw new ComputeFailed();
       }
     },
+    route: (task) =>
+      routeOf(
+        task.shape.reduce((a, b) => a * b, 1),
+        opts.workers,
+        thresholds,
+      ),
     get ready() {
       return ready;
     },

@@ -1,6 +1,8 @@
+import { workerData } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { type PartTask, type Pass, runKernel, runPart } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
+import { injectFault } from './test-hooks.js';
 
 /**
  * The worker entry: named functions (piscina's `name` option picks one).
@@ -8,6 +10,8 @@ import type { KernelResult, KernelTask } from '../kernels/task.js';
  * to the event loop's thread; `part` runs one part of a request split across
  * workers, whose big tensors live in shared memory.
  */
+const testHooks = (workerData as { testHooks?: boolean } | undefined)?.testHooks === true;
+
 function transfer(result: KernelResult) {
   const buffers = new Set<ArrayBufferLike>();
   for (const t of Object.values(result.tensors)) {
@@ -24,6 +28,7 @@ function transfer(result: KernelResult) {
 }
 
 function run(pass: Pass, task: KernelTask) {
+  if (testHooks) injectFault((task.params as { eps?: unknown }).eps);
   return transfer(runKernel(pass, task));
 }
 
@@ -35,6 +40,7 @@ export function backward(task: KernelTask) {
   return run('backward', task);
 }
 
-export function part(task: PartTask) {
-  return runPart(task);
+export function part(job: PartTask) {
+  if (testHooks) injectFault((job.task.params as { eps?: unknown }).eps);
+  return runPart(job);
 }
