@@ -45,8 +45,9 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 /**
- * @param exclusive true when `body` owns its whole ArrayBuffer, so views on it can later be
- *   transferred to a worker; false for a slice of Node's shared Buffer pool (tensors are copied).
+ * @param exclusive true when `body`'s memory belongs to this request alone (a body read into
+ *   shared memory): tensors are then views on it where their offset is aligned. False for
+ *   memory that may be reused (Node's Buffer pool): every tensor is copied out.
  */
 export function decodeSafetensors(body: Uint8Array, exclusive: boolean): SafeFile {
   if (body.byteLength < 8)
