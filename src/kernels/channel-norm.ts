@@ -96,7 +96,7 @@ export interface ChannelBackwardArgs {
 }
 
 function create() {
-  const { chunkMoments } = chunkFunctions();
+  const { chunkMoments, chunkMomentsDy } = chunkFunctions();
   const columns = columnFunctions();
 
   /**
@@ -223,7 +223,7 @@ function create() {
       // the sums taken about the chunk's first mean and shifted to the group mean afterwards.
       const acc = accumulator(L.groups);
       const shift = new Float64Array(runs);
-      const out = new Float64Array(2);
+      const out = new Float64Array(5);
       for (let r = 0, base = 0; r < runs; r++, base += inner) {
         const g = statGroup[r]!;
         if (g < g0 || g >= g1) continue;
@@ -232,19 +232,13 @@ function create() {
         for (let at = 0; at < inner; at += CHUNK) {
           const n = Math.min(CHUNK, inner - at);
           const start = base + at;
-          chunkMoments(x, start, n, out);
-          const cm = out[0]!;
-          merge(acc, g, n, cm, out[1]!);
-          if (at === 0) shift[r] = cm;
-          let s = 0;
-          let sx = 0;
-          for (let i = start; i < start + n; i++) {
-            const d = dy[i]!;
-            s += d;
-            sx += d * (x[i]! - cm);
-          }
-          sdy += s;
-          sdyx += sx + (cm - shift[r]!) * s;
+          // out: mean, M2, the first mean m0, Σ dy, Σ dy · (x − m0)
+          chunkMomentsDy(x, dy, start, n, out);
+          merge(acc, g, n, out[0]!, out[1]!);
+          const m0 = out[2]!;
+          if (at === 0) shift[r] = m0;
+          sdy += out[3]!;
+          sdyx += out[4]! + (m0 - shift[r]!) * out[3]!;
         }
         runSdy[r] = sdy;
         runSdyx[r] = sdyx;

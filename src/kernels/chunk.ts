@@ -92,6 +92,42 @@ export function chunkFunctions() {
     out[1] = cleanM2(q0 + q1 - (sd * sd) / n, mean);
   }
 
+  /**
+   * The backward pass's fused sweep over one chunk: its moments (as chunkMoments)
+   * and, in the same loop over the deviations, the gradient sums about the first
+   * mean m0. out = [mean, M2, m0, Σ dy, Σ dy · (x − m0)].
+   */
+  function chunkMomentsDy(x: FloatArray, dy: FloatArray, start: number, n: number, out: Float64Array): void {
+    const end = start + n;
+    let s0 = 0;
+    let s1 = 0;
+    let i = start;
+    for (; i + 1 < end; i += 2) {
+      s0 += x[i]!;
+      s1 += x[i + 1]!;
+    }
+    if (i < end) s0 += x[i]!;
+    const mean0 = (s0 + s1) / n;
+    let sd = 0;
+    let q = 0;
+    let sg = 0;
+    let sgd = 0;
+    for (i = start; i < end; i++) {
+      const d = x[i]! - mean0;
+      const g = dy[i]!;
+      sd += d;
+      q += d * d;
+      sg += g;
+      sgd += g * d;
+    }
+    const mean = Number.isFinite(mean0) ? mean0 + sd / n : mean0;
+    out[0] = mean;
+    out[1] = cleanM2(q - (sd * sd) / n, mean);
+    out[2] = mean0;
+    out[3] = sg;
+    out[4] = sgd;
+  }
+
   /** Moments of `blocks` runs of `len` values, `stride` apart from `start`, merged into group g. */
   function stridedMoments(
     x: FloatArray,
@@ -112,5 +148,5 @@ export function chunkFunctions() {
     }
   }
 
-  return { chunkMoments, stridedMoments };
+  return { chunkMoments, chunkMomentsDy, stridedMoments };
 }
