@@ -4,7 +4,7 @@
  * (inputs shared, outputs moved back), and split across 2 workers, at growing sizes,
  * all in this process. Needs the build (`npm run build`): workers run dist/.
  *
- *   npx tsx bench/dispatch.ts
+ *   node --expose-gc --import tsx bench/dispatch.ts
  */
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -53,10 +53,14 @@ function task(shape: number[], pass: Pass): KernelTask {
 async function time(shape: number[], route: string): Promise<number> {
   const n = shape.reduce((a, b) => a * b, 1);
   const reps = Math.max(5, Math.min(2000, Math.floor(3e7 / n)));
+  // A collection before each timed pass (run with node --expose-gc), so one route's
+  // garbage (25 MB outputs) is not collected on another route's clock.
+  const gc = (globalThis as { gc?: () => void }).gc;
   const once = async () => {
     let ms = 0;
     for (const pass of ['forward', 'backward'] as const) {
       const t = task(shape, pass);
+      gc?.();
       const t0 = performance.now();
       await dispatch(pool, 2, ROUTES[route]!, pass, t);
       ms += performance.now() - t0;

@@ -21,7 +21,12 @@ const ops = Object.keys(perOp) as OpName[];
 const unknownOp = (iss: { input?: unknown }) => {
   const body = iss.input;
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'expected a JSON object';
-  const op = JSON.stringify((body as { op?: unknown }).op);
+  const given = (body as { op?: unknown }).op;
+  // Only a primitive is quoted back: a nested value could be arbitrarily deep or large.
+  const op =
+    given === null || typeof given !== 'object'
+      ? JSON.stringify(given)
+      : `of type ${Array.isArray(given) ? 'array' : 'object'}`;
   return `unknown op ${op}; expected one of ${ops.map((o) => `"${o}"`).join(', ')}`;
 };
 

@@ -17,7 +17,7 @@ export interface Thresholds {
   splitMin: number;
 }
 
-export const DEFAULT_THRESHOLDS: Thresholds = { inlineMax: 2048, splitMin: 1 << 30 };
+export const DEFAULT_THRESHOLDS: Thresholds = { inlineMax: 2048, splitMin: 1 << 20 };
 
 export type Route = 'inline' | 'pool' | 'split';
 

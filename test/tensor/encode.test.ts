@@ -212,3 +212,28 @@ describe('encodeResponse', () => {
     expect(text).toBe('{"y":{"shape":[2],"data":[0.1,0.33333334]}}');
   });
 });
+
+describe('float32 shortest digits agree with the toPrecision definition', () => {
+  /** The definition: the fewest significant digits (1…9) that read back as the same float32. */
+  function reference(v: number): string {
+    for (let p = 1; p <= 9; p++) {
+      const s = Number(v.toPrecision(p));
+      if (Math.fround(s) === v) return String(s);
+    }
+    throw new Error(`no round trip for ${v}`);
+  }
+
+  it('for any finite, non-zero float32 bit pattern', () => {
+    const bits = new Uint32Array(1);
+    const f32 = new Float32Array(bits.buffer);
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), (u) => {
+        bits[0] = u;
+        const v = f32[0]!;
+        fc.pre(Number.isFinite(v) && v !== 0);
+        expect(formatNumber(v, 'float32')).toBe(reference(v));
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+});
