@@ -4,6 +4,7 @@ import { InvalidBody } from '../errors.js';
 import type { KernelResult } from '../kernels/task.js';
 import { decodeSafetensors, encodeSafetensorsChunks, SafetensorsError } from '../tensor/safetensors.js';
 import { BinaryTensor } from '../tensor/tensor.js';
+import type { BodyBuffers } from './body-buffers.js';
 import { readSharedBody } from './shared-body.js';
 
 /**
@@ -60,11 +61,26 @@ export function safetensorsToBody(bytes: Uint8Array): Record<string, unknown> {
   return { ...body };
 }
 
-export function registerSafetensorsParser(app: FastifyInstance, bodyLimit: number) {
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** the shared memory a safetensors body was read into, to recycle once the request is over */
+    sharedBody?: SharedArrayBuffer;
+    /** a computation on this request's memory was abandoned: its memory must not be recycled */
+    abandoned?: boolean;
+  }
+}
+
+export function registerSafetensorsParser(app: FastifyInstance, bodyLimit: number, buffers: BodyBuffers) {
   // No parseAs: the raw stream goes straight into shared memory (see readSharedBody).
   app.addContentTypeParser(SAFETENSORS, async (request: FastifyRequest, payload: Readable) => {
     const length = Number(request.headers['content-length']);
-    return safetensorsToBody(await readSharedBody(payload, length, bodyLimit));
+    const bytes = await readSharedBody(payload, length, bodyLimit, (n) => buffers.take(n));
+    request.sharedBody = bytes.buffer as SharedArrayBuffer;
+    return safetensorsToBody(bytes);
+  });
+  // The response is out and no worker can still read the body: its memory serves the next one.
+  app.addHook('onResponse', async (request) => {
+    if (request.sharedBody && !request.abandoned) buffers.give(request.sharedBody);
   });
 }
 

@@ -10,6 +10,7 @@ import { backwardRequest, backwardResponse, forwardRequest, forwardResponse } fr
 import { encodeResponse, type JsonField } from '../tensor/encode.js';
 import type { DecodedTensor, DType, TensorForm } from '../tensor/tensor.js';
 import { registerSafetensorsParser, sendBinaryResult, wantsSafetensors } from './binary.js';
+import { BodyBuffers } from './body-buffers.js';
 
 /** A validated body: its op and dtype, decoded tensors, and scalar parameters. */
 type Body = { op: string; dtype: DType; x: DecodedTensor } & Record<string, unknown>;
@@ -69,7 +70,8 @@ function checkElements(body: Body, maxElements: number) {
 export async function computeRoutes(app: FastifyInstance, opts: ComputeRoutesOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();
 
-  registerSafetensorsParser(app, opts.bodyLimit);
+  // Up to 4 bodies' worth (at most 512 MiB) of shared memory is kept for reuse.
+  registerSafetensorsParser(app, opts.bodyLimit, new BodyBuffers(Math.min(512 << 20, 4 * opts.bodyLimit)));
 
   // Load shedding for the compute routes only (liveness and readiness keep answering):
   // an event loop lagging or memory past its limit gets a 503 rather than slowing everyone.
@@ -110,6 +112,8 @@ export async function computeRoutes(app: FastifyInstance, opts: ComputeRoutesOpt
       end({ outcome: 'ok' });
     } catch (err) {
       end({ outcome: gone.signal.aborted ? 'cancelled' : 'failed' });
+      // A worker stopped mid-task is torn down asynchronously: keep its memory out of reuse.
+      request.abandoned = true;
       throw err;
     } finally {
       reply.raw.removeListener('close', onClose);

@@ -8,9 +8,15 @@ import { errorCodes } from 'fastify';
  * and a body that does not match its Content-Length (400).
  *
  * With a Content-Length the chunks are copied in as they arrive; without one
- * they are kept and copied once at the end.
+ * they are kept and copied once at the end. `allocate` may hand out a recycled
+ * buffer larger than the body: the result is a view of exactly the body's bytes.
  */
-export function readSharedBody(payload: Readable, contentLength: number, limit: number): Promise<Uint8Array> {
+export function readSharedBody(
+  payload: Readable,
+  contentLength: number,
+  limit: number,
+  allocate: (bytes: number) => SharedArrayBuffer = (bytes) => new SharedArrayBuffer(bytes),
+): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     if (contentLength > limit) {
       payload.resume();
@@ -18,7 +24,7 @@ export function readSharedBody(payload: Readable, contentLength: number, limit: 
       return;
     }
     const known = Number.isSafeInteger(contentLength) && contentLength >= 0;
-    const body = known ? new Uint8Array(new SharedArrayBuffer(contentLength)) : null;
+    const body = known ? new Uint8Array(allocate(contentLength), 0, contentLength) : null;
     const chunks: Buffer[] = [];
     let received = 0;
 
@@ -46,7 +52,7 @@ export function readSharedBody(payload: Readable, contentLength: number, limit: 
         else resolve(body);
         return;
       }
-      const out = new Uint8Array(new SharedArrayBuffer(received));
+      const out = new Uint8Array(allocate(received), 0, received);
       let at = 0;
       for (const c of chunks) {
         out.set(c, at);
