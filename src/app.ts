@@ -6,7 +6,7 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fast
 import { registerApiKeys } from './auth.js';
 import type { Config } from './config.js';
 import { metrics } from './metrics.js';
-import { registerProblemHandlers } from './problem.js';
+import { problem, registerProblemHandlers, sendProblem } from './problem.js';
 import { computeRoutes } from './routes/compute.js';
 import { healthRoutes } from './routes/health.js';
 import { addBinaryContent, openapiInfo } from './routes/openapi.js';
@@ -24,6 +24,13 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
     // Slow clients: the whole request must arrive within REQUEST_TIMEOUT_MS. An idle socket is
     // closed only after a computation could have finished, so a long task keeps its connection.
     requestTimeout: config.requestTimeoutMs,
+    // Node checks those deadlines only every connectionsCheckingInterval (30 s by default), and
+    // enforces requestTimeout on a body only when headersTimeout ≤ requestTimeout at creation.
+    http: {
+      requestTimeout: config.requestTimeoutMs,
+      headersTimeout: Math.min(60_000, config.requestTimeoutMs),
+      connectionsCheckingInterval: Math.min(1_000, config.requestTimeoutMs),
+    },
     connectionTimeout: config.taskTimeoutMs + config.requestTimeoutMs,
     requestIdHeader: false,
     genReqId: (req) => {
@@ -32,7 +39,25 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
     },
     // One line per request, written by registerRequestLog with what matters (sizes, not contents).
     logController: new LogController({ disableRequestLogging: true }),
-    return503OnClosing: true,
+    // While closing, requests get our own 503 problem (below), not fastify's plain JSON one.
+    return503OnClosing: false,
+  });
+  // Shutdown: every response after close() began asks its client to hang up, so that the keep-alive
+  // connections busy at SIGTERM end with their last answer instead of holding the close open.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close').header('retry-after', '1');
+    return sendProblem(
+      reply,
+      problem(503, 'The service is shutting down; retry on another instance.', undefined, 'shutting-down'),
+    );
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close');
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

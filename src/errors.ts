@@ -15,3 +15,8 @@ export const TaskTimeout = createError<[number]>(
 );
 export const TooManyElements = createError<[string]>('NORMSERVE_TOO_MANY_ELEMENTS', '%s', 413);
 export const ComputeFailed = createError('NORMSERVE_COMPUTE_FAILED', 'The computation failed', 500);
+export const ClientClosedRequest = createError(
+  'NORMSERVE_CLIENT_CLOSED_REQUEST',
+  'The client closed the connection before the answer',
+  499,
+);

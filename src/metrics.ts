@@ -23,7 +23,7 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 async function metricsPlugin(app: FastifyInstance) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'normserve_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'normserve_' });
   const requests = new Counter({
     name: 'normserve_http_requests_total',
     help: 'HTTP requests answered, by route, method and status',

@@ -21,7 +21,14 @@ const app = await buildApp(config);
 closeWithGrace({ delay: config.shutdownTimeoutMs, logger: app.log }, async ({ signal, err }) => {
   if (err) app.log.error({ err }, 'closing after an uncaught error');
   else app.log.info({ signal }, 'shutting down');
-  await app.close();
+  // Node closes the connections idle at close() only; one whose last response was still being
+  // written then stays open as an idle keep-alive and holds the close until its timeout. Sweep them.
+  const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
+  try {
+    await app.close();
+  } finally {
+    clearInterval(sweep);
+  }
 });
 
 try {

@@ -2,7 +2,7 @@ import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Config } from '../config.js';
-import { TooManyElements } from '../errors.js';
+import { Overloaded, TooManyElements } from '../errors.js';
 import type { Pass } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
 import { problem, problemResponse, sendProblem } from '../problem.js';
@@ -111,7 +111,7 @@ export async function computeRoutes(app: FastifyInstance, opts: ComputeRoutesOpt
       result = await app.compute.run(pass, task, gone.signal);
       end({ outcome: 'ok' });
     } catch (err) {
-      end({ outcome: gone.signal.aborted ? 'cancelled' : 'failed' });
+      end({ outcome: gone.signal.aborted ? 'cancelled' : err instanceof Overloaded ? 'rejected' : 'failed' });
       // A worker stopped mid-task is torn down asynchronously: keep its memory out of reuse.
       request.abandoned = true;
       throw err;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { OpName } from '../kernels/registry.js';
+import { clip } from '../text.js';
 import { batchNorm, groupNorm, instanceNorm } from './channel-ops.js';
 import { backwardExamples, forwardExamples } from './examples.js';
 import { layerNorm, MACHINE_EPSILON, normalizedShapeOf, rmsNorm } from './row-ops.js';
@@ -25,7 +26,7 @@ const unknownOp = (iss: { input?: unknown }) => {
   // Only a primitive is quoted back: a nested value could be arbitrarily deep or large.
   const op =
     given === null || typeof given !== 'object'
-      ? JSON.stringify(given)
+      ? clip(JSON.stringify(given) ?? 'undefined')
       : `of type ${Array.isArray(given) ? 'array' : 'object'}`;
   return `unknown op ${op}; expected one of ${ops.map((o) => `"${o}"`).join(', ')}`;
 };

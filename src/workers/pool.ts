@@ -3,9 +3,10 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Piscina } from 'piscina';
-import { ComputeFailed, Overloaded, TaskTimeout } from '../errors.js';
+import { ClientClosedRequest, ComputeFailed, Overloaded, TaskTimeout } from '../errors.js';
 import type { Pass } from '../kernels/registry.js';
 import type { KernelResult, KernelTask } from '../kernels/task.js';
+import { sizeOf } from '../tensor/tensor.js';
 import { DEFAULT_THRESHOLDS, dispatch, type Route, routeOf, type Thresholds } from './dispatch.js';
 
 /**
@@ -60,7 +61,8 @@ async function poolPlugin(app: FastifyInstance, opts: PoolOptions) {
     filename: workerFile(),
     minThreads: opts.workers,
     maxThreads: opts.workers,
-    maxQueue: opts.maxQueue,
+    // No maxQueue here: piscina does not count tasks that carry an AbortSignal against it
+    // (every task here does), and with 0 it still runs what it refused. Admission is counted below.
     // Kernels are CPU-bound: one task at a time per thread.
     concurrentTasksPerWorker: 1,
     resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB },
@@ -71,21 +73,35 @@ async function poolPlugin(app: FastifyInstance, opts: PoolOptions) {
   const thresholds = opts.thresholds ?? DEFAULT_THRESHOLDS;
   let ready = false;
 
+  // Requests in the pool, running or waiting: at most WORKERS + MAX_QUEUE, a split request
+  // counting once per worker it occupies (and always admitted into an empty pool).
+  let admitted = 0;
+  const capacity = opts.workers + opts.maxQueue;
+
+  async function runAdmitted(pass: Pass, task: KernelTask, signal?: AbortSignal): Promise<KernelResult> {
+    const timeout = AbortSignal.timeout(opts.taskTimeoutMs);
+    const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    try {
+      return await dispatch(pool, opts.workers, thresholds, pass, task, both);
+    } catch (err) {
+      if (timeout.aborted) throw new TaskTimeout(opts.taskTimeoutMs);
+      if (signal?.aborted) throw new ClientClosedRequest();
+      // A worker that exited or ran out of memory: the request fails, the details go to the log only.
+      app.log.error({ err }, 'computation failed');
+      throw new ComputeFailed();
+    }
+  }
+
   const compute: Compute = {
     async run(pass, task, signal) {
-      const timeout = AbortSignal.timeout(opts.taskTimeoutMs);
-      const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
+      const where = routeOf(sizeOf(task.shape), opts.workers, thresholds);
+      const units = where === 'inline' ? 0 : where === 'split' ? opts.workers : 1;
+      if (units > 0 && admitted + units > Math.max(capacity, units)) throw new Overloaded();
+      admitted += units;
       try {
-        return await dispatch(pool, opts.workers, thresholds, pass, task, both);
-      } catch (err) {
-        if (!(err instanceof Error)) throw err;
-        // piscina's two ways of saying "full": the queue is at maxQueue, or there is no queue (maxQueue 0).
-        if (/queue is at limit|no task queue available/i.test(err.message)) throw new Overloaded();
-        if (timeout.aborted) throw new TaskTimeout(opts.taskTimeoutMs);
-        if (signal?.aborted) throw err;
-        // A worker that exited or ran out of memory: the request fails, the details go to the log only.
-        app.log.error({ err }, 'computation failed');
-        throw new ComputeFailed();
+        return await runAdmitted(pass, task, signal);
+      } finally {
+        admitted -= units;
       }
     },
     route: (task) =>
