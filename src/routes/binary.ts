@@ -4,7 +4,7 @@ import { InvalidBody } from '../errors.js';
 import type { KernelResult } from '../kernels/task.js';
 import { decodeSafetensors, encodeSafetensorsChunks, SafetensorsError } from '../tensor/safetensors.js';
 import { BinaryTensor } from '../tensor/tensor.js';
-import type { BodyBuffers } from './body-buffers.js';
+import type { SharedBuffers } from '../workers/shared-buffers.js';
 import { readSharedBody } from './shared-body.js';
 
 /**
@@ -63,24 +63,33 @@ export function safetensorsToBody(bytes: Uint8Array): Record<string, unknown> {
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** the shared memory a safetensors body was read into, to recycle once the request is over */
-    sharedBody?: SharedArrayBuffer;
+    /** shared memory this request took (its body, a split computation's tensors), to recycle once it is over */
+    shared?: SharedArrayBuffer[];
     /** a computation on this request's memory was abandoned: its memory must not be recycled */
     abandoned?: boolean;
   }
 }
 
-export function registerSafetensorsParser(app: FastifyInstance, bodyLimit: number, buffers: BodyBuffers) {
+/** Shared memory for this request, from the recycled buffers, given back when the request is over. */
+export function sharedFor(request: FastifyRequest, buffers: SharedBuffers) {
+  return (bytes: number): SharedArrayBuffer => {
+    const buffer = buffers.take(bytes);
+    request.shared ??= [];
+    request.shared.push(buffer);
+    return buffer;
+  };
+}
+
+export function registerSafetensorsParser(app: FastifyInstance, bodyLimit: number, buffers: SharedBuffers) {
   // No parseAs: the raw stream goes straight into shared memory (see readSharedBody).
   app.addContentTypeParser(SAFETENSORS, async (request: FastifyRequest, payload: Readable) => {
     const length = Number(request.headers['content-length']);
-    const bytes = await readSharedBody(payload, length, bodyLimit, (n) => buffers.take(n));
-    request.sharedBody = bytes.buffer as SharedArrayBuffer;
-    return safetensorsToBody(bytes);
+    return safetensorsToBody(await readSharedBody(payload, length, bodyLimit, sharedFor(request, buffers)));
   });
-  // The response is out and no worker can still read the body: its memory serves the next one.
+  // The response is out and no worker can still read the request's memory: it serves the next ones.
   app.addHook('onResponse', async (request) => {
-    if (request.sharedBody && !request.abandoned) buffers.give(request.sharedBody);
+    if (request.abandoned) return;
+    for (const buffer of request.shared ?? []) buffers.give(buffer);
   });
 }
 

@@ -9,8 +9,8 @@ import { problem, problemResponse, sendProblem } from '../problem.js';
 import { backwardRequest, backwardResponse, forwardRequest, forwardResponse } from '../schemas/ops.js';
 import { encodeResponse, type JsonField } from '../tensor/encode.js';
 import type { DecodedTensor, DType, TensorForm } from '../tensor/tensor.js';
-import { registerSafetensorsParser, sendBinaryResult, wantsSafetensors } from './binary.js';
-import { BodyBuffers } from './body-buffers.js';
+import { SharedBuffers } from '../workers/shared-buffers.js';
+import { registerSafetensorsParser, sendBinaryResult, sharedFor, wantsSafetensors } from './binary.js';
 
 /** A validated body: its op and dtype, decoded tensors, and scalar parameters. */
 type Body = { op: string; dtype: DType; x: DecodedTensor } & Record<string, unknown>;
@@ -70,8 +70,9 @@ function checkElements(body: Body, maxElements: number) {
 export async function computeRoutes(app: FastifyInstance, opts: ComputeRoutesOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();
 
-  // Up to 4 bodies' worth (at most 512 MiB) of shared memory is kept for reuse.
-  registerSafetensorsParser(app, opts.bodyLimit, new BodyBuffers(Math.min(512 << 20, 4 * opts.bodyLimit)));
+  // Up to 512 MiB of spent shared memory (bodies, split computations) is kept for reuse.
+  const buffers = new SharedBuffers(512 << 20);
+  registerSafetensorsParser(app, opts.bodyLimit, buffers);
 
   // Load shedding for the compute routes only (liveness and readiness keep answering):
   // an event loop lagging or memory past its limit gets a 503 rather than slowing everyone.
@@ -108,7 +109,7 @@ export async function computeRoutes(app: FastifyInstance, opts: ComputeRoutesOpt
     const end = app.metrics.taskSeconds.startTimer({ op: body.op, pass, route });
     let result: KernelResult;
     try {
-      result = await app.compute.run(pass, task, gone.signal);
+      result = await app.compute.run(pass, task, gone.signal, sharedFor(request, buffers));
       end({ outcome: 'ok' });
     } catch (err) {
       end({ outcome: gone.signal.aborted ? 'cancelled' : err instanceof Overloaded ? 'rejected' : 'failed' });

@@ -36,18 +36,23 @@ function buffersOf(task: KernelTask): ArrayBuffer[] {
   return [...seen];
 }
 
-function sharedArray(dtype: DType, length: number): FloatArray {
+export type SharedAllocator = (bytes: number) => SharedArrayBuffer;
+
+const freshShared: SharedAllocator = (bytes) => new SharedArrayBuffer(bytes);
+
+/** A typed array of exactly `length` elements on memory from `allocate` (which may be larger). */
+function sharedArray(dtype: DType, length: number, allocate: SharedAllocator): FloatArray {
   return dtype === 'float32'
-    ? new Float32Array(new SharedArrayBuffer(length * 4))
-    : new Float64Array(new SharedArrayBuffer(length * 8));
+    ? new Float32Array(allocate(length * 4), 0, length)
+    : new Float64Array(allocate(length * 8), 0, length);
 }
 
 /** `data` in shared memory with the computation's element type: as it is when it already is (a safetensors body). */
-function shared(data: FloatArray, dtype: DType): FloatArray {
+function shared(data: FloatArray, dtype: DType, allocate: SharedAllocator): FloatArray {
   const ok =
     data.buffer instanceof SharedArrayBuffer && data instanceof Float32Array === (dtype === 'float32');
   if (ok) return data;
-  const out = sharedArray(dtype, data.length);
+  const out = sharedArray(dtype, data.length, allocate);
   out.set(data);
   return out;
 }
@@ -68,6 +73,7 @@ export async function dispatch(
   pass: Pass,
   task: KernelTask,
   signal?: AbortSignal,
+  allocate: SharedAllocator = freshShared,
 ): Promise<KernelResult> {
   const elements = sizeOf(task.shape);
   const route = routeOf(elements, threads, thresholds);
@@ -79,10 +85,10 @@ export async function dispatch(
   // type; a safetensors body already is, a JSON body is copied once (rounding to float32 once).
   const tensors: KernelTask['tensors'] = {};
   for (const [name, data] of Object.entries(task.tensors)) {
-    tensors[name] = data && data.length === elements ? shared(data, task.dtype) : data;
+    tensors[name] = data && data.length === elements ? shared(data, task.dtype, allocate) : data;
   }
   const sharedTask: KernelTask = { ...task, tensors };
-  const output = sharedArray(task.dtype, elements);
+  const output = sharedArray(task.dtype, elements, allocate);
   const parts = partition(unitsOf(pass, sharedTask), threads);
   const done = await Promise.all(
     parts.map(async (part) => {

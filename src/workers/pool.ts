@@ -29,8 +29,16 @@ function workerFile(): string {
 }
 
 export interface Compute {
-  /** Runs a pass; `signal` aborts it (the client went away). */
-  run(pass: Pass, task: KernelTask, signal?: AbortSignal): Promise<KernelResult>;
+  /**
+   * Runs a pass; `signal` aborts it (the client went away); `shared` provides the shared
+   * memory of a split computation (default: fresh buffers).
+   */
+  run(
+    pass: Pass,
+    task: KernelTask,
+    signal?: AbortSignal,
+    shared?: (bytes: number) => SharedArrayBuffer,
+  ): Promise<KernelResult>;
   route(task: KernelTask): Route;
   readonly ready: boolean;
   readonly queueSize: number;
@@ -78,11 +86,16 @@ async function poolPlugin(app: FastifyInstance, opts: PoolOptions) {
   let admitted = 0;
   const capacity = opts.workers + opts.maxQueue;
 
-  async function runAdmitted(pass: Pass, task: KernelTask, signal?: AbortSignal): Promise<KernelResult> {
+  async function runAdmitted(
+    pass: Pass,
+    task: KernelTask,
+    signal?: AbortSignal,
+    shared?: (bytes: number) => SharedArrayBuffer,
+  ): Promise<KernelResult> {
     const timeout = AbortSignal.timeout(opts.taskTimeoutMs);
     const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
-      return await dispatch(pool, opts.workers, thresholds, pass, task, both);
+      return await dispatch(pool, opts.workers, thresholds, pass, task, both, shared);
     } catch (err) {
       if (timeout.aborted) throw new TaskTimeout(opts.taskTimeoutMs);
       if (signal?.aborted) throw new ClientClosedRequest();
@@ -93,13 +106,13 @@ async function poolPlugin(app: FastifyInstance, opts: PoolOptions) {
   }
 
   const compute: Compute = {
-    async run(pass, task, signal) {
+    async run(pass, task, signal, shared) {
       const where = routeOf(sizeOf(task.shape), opts.workers, thresholds);
       const units = where === 'inline' ? 0 : where === 'split' ? opts.workers : 1;
       if (units > 0 && admitted + units > Math.max(capacity, units)) throw new Overloaded();
       admitted += units;
       try {
-        return await runAdmitted(pass, task, signal);
+        return await runAdmitted(pass, task, signal, shared);
       } finally {
         admitted -= units;
       }

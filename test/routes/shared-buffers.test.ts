@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { BodyBuffers } from '../../src/routes/body-buffers.js';
+import { SharedBuffers } from '../../src/workers/shared-buffers.js';
 import { useApp } from '../helpers.js';
 import { pack } from '../safetensors-bytes.js';
 
-describe('BodyBuffers', () => {
+describe('SharedBuffers', () => {
   it('hands back a recycled buffer of the same MiB size class, and only within its byte budget', () => {
-    const pool = new BodyBuffers(3 << 20);
+    const pool = new SharedBuffers(3 << 20);
     const a = pool.take(1_500_000);
     expect(a.byteLength).toBe(2 << 20);
     pool.give(a);
@@ -19,7 +19,7 @@ describe('BodyBuffers', () => {
   });
 
   it('does not recycle small bodies', () => {
-    const pool = new BodyBuffers(64 << 20);
+    const pool = new SharedBuffers(64 << 20);
     const small = pool.take(1000);
     expect(small.byteLength).toBe(1000);
     pool.give(small);

@@ -1,7 +1,12 @@
 /**
- * Recycled shared memory for safetensors bodies. A fresh 25 MB buffer costs the
- * event loop thousands of page faults as the body is copied in, and its release
- * waits for a garbage collection; a recycled one is already mapped.
+ * Recycled shared memory: safetensors bodies, and the inputs and outputs of
+ * requests split across workers.
+ *
+ * A fresh 25 MB buffer costs thousands of page faults as it is first written
+ * (on the event loop, for a body), and it is freed only once every thread that
+ * saw it has collected its garbage: workers allocate almost nothing, collect
+ * rarely, and so kept gigabytes of spent shared buffers alive under sustained
+ * load. Recycled buffers are already mapped and bounded in number.
  *
  * A buffer goes back to the free list only when its request is over and nothing
  * can still read it: the response has been sent and no computation on it was
@@ -10,14 +15,14 @@
  */
 const GRANULE = 1 << 20;
 
-export class BodyBuffers {
+export class SharedBuffers {
   private readonly free = new Map<number, SharedArrayBuffer[]>();
   private freeBytes = 0;
 
   constructor(
     /** most bytes kept on the free list */
     private readonly maxFreeBytes: number,
-    /** bodies smaller than this are not worth recycling */
+    /** buffers smaller than this are not worth recycling */
     private readonly minBytes = GRANULE,
   ) {}
 
