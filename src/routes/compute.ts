@@ -70,8 +70,8 @@ function checkElements(body: Body, maxElements: number) {
 export async function computeRoutes(app: FastifyInstance, opts: ComputeRoutesOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();
 
-  // Up to 512 MiB of spent shared memory (bodies, split computations) is kept for reuse.
-  const buffers = new SharedBuffers(512 << 20);
+  // Up to 256 MiB of spent shared memory (bodies, split computations) is kept for reuse.
+  const buffers = new SharedBuffers(256 << 20);
   registerSafetensorsParser(app, opts.bodyLimit, buffers);
 
   // Load shedding for the compute routes only (liveness and readiness keep answering):
