@@ -26,6 +26,8 @@ export interface ChannelLayout {
   readonly group: Int32Array;
   /** the group is the channel (batch norm, and every eval mode): [N, C] data has a column fast path */
   byChannel: boolean;
+  /** group g is the contiguous block [g·size, (g+1)·size) (instance and group norm) */
+  contiguous: boolean;
 }
 
 /** A layout whose run → group map is built on first use (the [N, C] column path never needs it). */
@@ -45,6 +47,7 @@ function layout(
     groups,
     size: (N * C * inner) / groups,
     byChannel,
+    contiguous: !byChannel,
     get group() {
       if (!group) {
         group = new Int32Array(N * C);
@@ -96,7 +99,7 @@ export interface ChannelBackwardArgs {
 }
 
 function create() {
-  const { chunkMoments, chunkMomentsDy } = chunkFunctions();
+  const { chunkMoments, chunkMomentsDy, stridedMoments } = chunkFunctions();
   const columns = columnFunctions();
 
   /**
@@ -113,6 +116,16 @@ function create() {
   ): void {
     if (L.byChannel && L.inner === 1) {
       columns.moments(x, L.N, L.C, mean, m2, g0, g1);
+      return;
+    }
+    if (L.contiguous) {
+      // Each group is one block of memory: chunk it as layer norm does a row, whatever `inner` is.
+      const acc = accumulator(L.groups);
+      for (let g = g0; g < g1; g++) {
+        stridedMoments(x, g * L.size, 1, L.size, L.size, acc, g);
+        mean[g] = acc.mean[g]!;
+        m2[g] = cleanM2(acc.m2[g]!, acc.mean[g]!);
+      }
       return;
     }
     const { inner, group, groups, size } = L;
