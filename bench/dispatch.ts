@@ -11,10 +11,12 @@ import { Piscina } from 'piscina';
 import type { Pass } from '../src/kernels/registry.js';
 import type { KernelTask } from '../src/kernels/task.js';
 import { dispatch, type Thresholds } from '../src/workers/dispatch.js';
+import { SharedBuffers } from '../src/workers/shared-buffers.js';
 import { randomData } from './cases.js';
 
 const filename = fileURLToPath(new URL('../dist/workers/worker.js', import.meta.url));
 const pool = new Piscina({ filename, minThreads: 2, maxThreads: 2 });
+const buffers = new SharedBuffers(256 << 20);
 
 const ROUTES: Record<string, Thresholds> = {
   inline: { inlineMax: Number.MAX_SAFE_INTEGER, splitMin: Number.MAX_SAFE_INTEGER },
@@ -61,9 +63,17 @@ async function time(shape: number[], route: string): Promise<number> {
     for (const pass of ['forward', 'backward'] as const) {
       const t = task(shape, pass);
       gc?.();
+      // Shared memory recycled as the service recycles it (src/routes/compute.ts).
+      const taken: SharedArrayBuffer[] = [];
+      const allocate = (bytes: number) => {
+        const b = buffers.take(bytes);
+        taken.push(b);
+        return b;
+      };
       const t0 = performance.now();
-      await dispatch(pool, 2, ROUTES[route]!, pass, t);
+      await dispatch(pool, 2, ROUTES[route]!, pass, t, undefined, allocate);
       ms += performance.now() - t0;
+      for (const b of taken) buffers.give(b);
     }
     return ms;
   };
