@@ -58,8 +58,8 @@ export function merge(acc: Accumulator, g: number, n: number, mean: number, m2: 
 }
 
 export function chunkFunctions() {
-  /** out[0] = mean, out[1] = M2 of x[start, start + n). */
-  function chunkMoments(x: FloatArray, start: number, n: number, out: Float64Array): void {
+  /** The first pass: the plain mean of x[start, start + n), two accumulators to shorten the add chain. */
+  function firstMean(x: FloatArray, start: number, n: number): number {
     const end = start + n;
     let s0 = 0;
     let s1 = 0;
@@ -69,11 +69,17 @@ export function chunkFunctions() {
       s1 += x[i + 1]!;
     }
     if (i < end) s0 += x[i]!;
-    const mean0 = (s0 + s1) / n;
+    return (s0 + s1) / n;
+  }
+
+  /** out[0] = mean, out[1] = M2 of x[start, start + n). */
+  function chunkMoments(x: FloatArray, start: number, n: number, out: Float64Array): void {
+    const end = start + n;
+    const mean0 = firstMean(x, start, n);
     let sd = 0;
     let q0 = 0;
     let q1 = 0;
-    i = start;
+    let i = start;
     for (; i + 1 < end; i += 2) {
       const d0 = x[i]! - mean0;
       const d1 = x[i + 1]! - mean0;
@@ -99,20 +105,12 @@ export function chunkFunctions() {
    */
   function chunkMomentsDy(x: FloatArray, dy: FloatArray, start: number, n: number, out: Float64Array): void {
     const end = start + n;
-    let s0 = 0;
-    let s1 = 0;
-    let i = start;
-    for (; i + 1 < end; i += 2) {
-      s0 += x[i]!;
-      s1 += x[i + 1]!;
-    }
-    if (i < end) s0 += x[i]!;
-    const mean0 = (s0 + s1) / n;
+    const mean0 = firstMean(x, start, n);
     let sd = 0;
     let q = 0;
     let sg = 0;
     let sgd = 0;
-    for (i = start; i < end; i++) {
+    for (let i = start; i < end; i++) {
       const d = x[i]! - mean0;
       const g = dy[i]!;
       sd += d;
