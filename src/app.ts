@@ -6,7 +6,7 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fast
 import { registerApiKeys } from './auth.js';
 import type { Config } from './config.js';
 import { metrics } from './metrics.js';
-import { problem, registerProblemHandlers, sendProblem } from './problem.js';
+import { clientErrorHandler, problem, registerProblemHandlers, sendProblem } from './problem.js';
 import { computeRoutes } from './routes/compute.js';
 import { healthRoutes } from './routes/health.js';
 import { addBinaryContent, openapiInfo } from './routes/openapi.js';
@@ -33,6 +33,7 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
     },
     connectionTimeout: config.taskTimeoutMs + config.requestTimeoutMs,
     requestIdHeader: false,
+    clientErrorHandler,
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();

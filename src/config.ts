@@ -60,7 +60,12 @@ export type Config = Readonly<{
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
-  const parsed = schema.safeParse(present);
+  const parsed = schema
+    .refine((e) => env.API_KEYS === undefined || env.API_KEYS.trim() === '' || e.API_KEYS.length > 0, {
+      path: ['API_KEYS'],
+      message: 'lists no key (only commas or spaces); unset it to run without keys',
+    })
+    .safeParse(present);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);

@@ -44,6 +44,7 @@ const TITLES: Record<number, string> = {
   404: 'Not found',
   405: 'Method not allowed',
   408: 'Request timeout',
+  431: 'Request header fields too large',
   413: 'Payload too large',
   415: 'Unsupported media type',
   500: 'Internal server error',
@@ -61,15 +62,19 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
+/** At most this many field errors are listed: a body with a million bad fields gets a small answer. */
+const MAX_ERRORS = 20;
+
 function zodIssues(error: FastifyError): FieldError[] {
   const out: FieldError[] = [];
   for (const v of error.validation ?? []) {
+    if (out.length >= MAX_ERRORS) break;
     const path = v.instancePath
       .split('/')
       .filter((s) => s !== '')
       .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
     if (v.keyword === 'unrecognized_keys') {
-      for (const key of (v.params as { keys?: string[] }).keys ?? []) {
+      for (const key of ((v.params as { keys?: string[] }).keys ?? []).slice(0, MAX_ERRORS - out.length)) {
         out.push({ path: formatPath([...path, key]), message: 'unknown field for this op and endpoint' });
       }
       continue;
@@ -91,10 +96,16 @@ export function problem(status: number, detail: string, errors: FieldError[] = [
 function fromError(error: FastifyError, request: FastifyRequest): Problem {
   if (hasZodFastifySchemaValidationErrors(error)) {
     const errors = zodIssues(error);
+    const total = (error.validation ?? []).reduce(
+      (n, v) =>
+        n + (v.keyword === 'unrecognized_keys' ? ((v.params as { keys?: string[] }).keys?.length ?? 1) : 1),
+      0,
+    );
+    const more = total > errors.length ? ` (and ${total - errors.length} more)` : '';
     const fields = [...new Set(errors.map((e) => e.path))].join(', ');
     return problem(
       400,
-      `The request ${error.validationContext ?? 'body'} is invalid: ${fields}.`,
+      `The request ${error.validationContext ?? 'body'} is invalid: ${fields}${more}.`,
       errors,
       'invalid-request',
     );
@@ -153,4 +164,26 @@ export function registerProblemHandlers(app: FastifyInstance) {
 /** A documented error response: problem details as application/problem+json. */
 export function problemResponse(description: string) {
   return { description, content: { 'application/problem+json': { schema: problemSchema } } };
+}
+
+/**
+ * Errors Node's HTTP parser raises before a request exists (a slow client's timeout,
+ * oversized headers, a malformed request line or chunk) answered as problem details too,
+ * in place of fastify's plain JSON, written straight to the socket as fastify does.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex) {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, detail] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'The request did not arrive within REQUEST_TIMEOUT_MS.']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'The request headers are too large.']
+        : [400, 'The request is not valid HTTP.'];
+  const body = JSON.stringify(problem(status, detail, [], TITLES[status] ?? 'bad-request'));
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${TITLES[status] ?? 'Bad Request'}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/problem+json\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
 }

@@ -69,7 +69,13 @@ export function chunkFunctions() {
       s1 += x[i + 1]!;
     }
     if (i < end) s0 += x[i]!;
-    return (s0 + s1) / n;
+    const mean = (s0 + s1) / n;
+    if (Number.isFinite(mean)) return mean;
+    // The sum overflowed (values near 1e308) or x holds ±Infinity/NaN: sum x/n instead,
+    // which is finite whenever every x is.
+    let s = 0;
+    for (let j = start; j < end; j++) s += x[j]! / n;
+    return s;
   }
 
   /** out[0] = mean, out[1] = M2 of x[start, start + n). */

@@ -26,7 +26,14 @@ export function columnFunctions() {
   ): void {
     const sum = new Float64Array(C);
     for (let n = 0, base = 0; n < N; n++, base += C) for (let c = c0; c < c1; c++) sum[c]! += x[base + c]!;
-    for (let c = c0; c < c1; c++) mean[c] = sum[c]! / N;
+    for (let c = c0; c < c1; c++) {
+      mean[c] = sum[c]! / N;
+      if (Number.isFinite(mean[c]!)) continue;
+      // The sum overflowed (values near 1e308) or the column holds ±Infinity/NaN: sum x/N instead.
+      let s = 0;
+      for (let n = 0, i = c; n < N; n++, i += C) s += x[i]! / N;
+      mean[c] = s;
+    }
     const sd = new Float64Array(C);
     const sq = new Float64Array(C);
     for (let n = 0, base = 0; n < N; n++, base += C) {

@@ -93,16 +93,27 @@ export function registerSafetensorsParser(app: FastifyInstance, bodyLimit: numbe
   });
 }
 
-/** True when the Accept header lists safetensors with a non-zero quality. */
+/** The quality the Accept header gives a media type (exact or wildcard match), 0 when absent. */
+function quality(accept: string, type: string): number {
+  let best = 0;
+  for (const part of accept.split(',')) {
+    const [range, ...params] = part.trim().toLowerCase().split(';');
+    const r = range?.trim() ?? '';
+    const matches = r === type || r === '*/*' || r === `${type.split('/')[0]}/*`;
+    if (!matches) continue;
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+    const value = q === undefined ? 1 : Number(q.slice(2));
+    if (Number.isFinite(value)) best = Math.max(best, value);
+  }
+  return best;
+}
+
+/** True when the Accept header prefers safetensors to JSON (named explicitly, not by a wildcard). */
 export function wantsSafetensors(request: FastifyRequest): boolean {
   const accept = request.headers.accept;
-  if (!accept) return false;
-  return accept.split(',').some((part) => {
-    const [type, ...params] = part.trim().split(';');
-    if (type?.trim().toLowerCase() !== SAFETENSORS) return false;
-    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
-    return q === undefined || Number(q.slice(2)) > 0;
-  });
+  if (!accept?.toLowerCase().includes(SAFETENSORS)) return false;
+  const q = quality(accept, SAFETENSORS);
+  return q > 0 && q >= quality(accept, 'application/json');
 }
 
 /** Sends a result as safetensors, streamed from the result's own memory (no copy into one buffer). */

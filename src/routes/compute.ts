@@ -46,7 +46,11 @@ const errorResponses = {
   401: problemResponse('Missing or wrong API key (only when API_KEYS is configured).'),
   413: problemResponse('Body larger than BODY_LIMIT.'),
   415: problemResponse('Unsupported content type.'),
-  503: problemResponse('Queue full or shutting down; see Retry-After.'),
+  500: problemResponse(
+    'The computation failed (a worker crashed or ran out of memory); no internals are shown.',
+  ),
+  503: problemResponse('Queue full, under pressure or shutting down; see Retry-After.'),
+  504: problemResponse('The computation did not finish within TASK_TIMEOUT_MS.'),
 };
 
 export interface ComputeRoutesOptions {

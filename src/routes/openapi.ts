@@ -22,7 +22,7 @@ export const openapiInfo: NonNullable<Extract<SwaggerOptions, { openapi?: unknow
   },
   tags: [
     { name: 'compute', description: 'Forward and backward passes' },
-    { name: 'operations', description: 'Liveness and readiness' },
+    { name: 'operations', description: 'Liveness, readiness and metrics' },
   ],
   components: {
     schemas: tensorComponents,

@@ -16,7 +16,8 @@ export interface DecodeIssue {
 
 export type DecodeResult = { ok: true; tensor: DecodedTensor } | { ok: false; issue: DecodeIssue };
 
-const LEAF_EXPECTED = 'expected a number or one of the strings "NaN", "Infinity", "-Infinity"';
+const LEAF_EXPECTED =
+  'expected a finite number (within float64 range) or one of the strings "NaN", "Infinity", "-Infinity"';
 
 export interface DecodeLimits {
   /** Largest number of elements a tensor may hold. */
@@ -29,8 +30,7 @@ export function decodeTensor(value: unknown, limits: DecodeLimits = DEFAULT_LIMI
   if (value === undefined) return fail([], 'required');
   if (value instanceof BinaryTensor) return checkBinary(value);
   if (Array.isArray(value)) return decodeNested(value, limits);
-  if (value !== null && typeof value === 'object')
-    return decodeFlat(value as Record<string, unknown>, limits);
+  if (value !== null && typeof value === 'object') return decodeFlat(value as Record<string, unknown>);
   return fail(
     [],
     'expected a tensor: a nested array of numbers or an object {"shape": [...], "data": [...]}',
@@ -42,7 +42,8 @@ function fail(path: PathSegment[], message: string): DecodeResult {
 }
 
 function leaf(v: unknown): number | undefined {
-  if (typeof v === 'number') return v;
+  // A literal beyond float64's range (1e400) parses as Infinity: non-finite values must be spelled out.
+  if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
   if (typeof v === 'string' && Object.hasOwn(NON_FINITE, v)) return NON_FINITE[v as keyof typeof NON_FINITE];
   return undefined;
 }
@@ -113,7 +114,7 @@ function decodeNested(value: unknown[], limits: DecodeLimits): DecodeResult {
   return { ok: true, tensor: { shape, data, form: 'nested' } };
 }
 
-function decodeFlat(value: Record<string, unknown>, limits: DecodeLimits): DecodeResult {
+function decodeFlat(value: Record<string, unknown>): DecodeResult {
   for (const key of Object.keys(value)) {
     if (key !== 'shape' && key !== 'data')
       return fail([key], 'unexpected key: a tensor object has only "shape" and "data"');
@@ -130,10 +131,9 @@ function decodeFlat(value: Record<string, unknown>, limits: DecodeLimits): Decod
     }
     size *= d;
   }
-  if (size > limits.maxElements) {
-    return fail(['shape'], `tensor has ${size} elements, more than the limit of ${limits.maxElements}`);
-  }
   if (!Array.isArray(data)) return fail(['data'], 'expected a flat array of numbers');
+  // The data array exists, so a shape that matches it needs no size limit of its own; a shape
+  // that does not is named as such (not as too large).
   if (data.length !== size) {
     return fail(
       ['data'],

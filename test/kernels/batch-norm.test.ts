@@ -522,3 +522,24 @@ describe('batch_norm degenerate and hostile inputs', () => {
     expect(Array.from(data(withSaved, 'dgamma'))).toEqual(Array.from(data(plain, 'dgamma')));
   });
 });
+
+describe('means near the top of float64', () => {
+  it('a constant channel of 1e308 has mean 1e308 and y = beta exactly (the sum would overflow)', () => {
+    for (const shape of [
+      [2, 1],
+      [2, 1, 20],
+    ]) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const x = new Float64Array(n).fill(1e308);
+      const r = batchNorm.forward({
+        op: 'batch_norm',
+        dtype: 'float64',
+        shape,
+        tensors: { x, beta: Float64Array.of(0.5) },
+        params: { eps: 1e-5, correction: 0, training: true, momentum: 0.1, numBatchesTracked: 0 },
+      });
+      expect(Array.from(r.tensors.mean!.data)).toEqual([1e308]);
+      expect(Array.from(r.tensors.y!.data)).toEqual(new Array(n).fill(0.5));
+    }
+  });
+});

@@ -483,3 +483,21 @@ describe('bad input never changes the answer to another request', () => {
     expect(ok).toBeGreaterThan(10);
   });
 });
+
+describe('errors stay small whatever the body', () => {
+  const t = useApp();
+  it('a body with thousands of unknown fields lists 20 of them and counts the rest', async () => {
+    const body: Record<string, unknown> = { x: [[1], [2]] };
+    for (let i = 0; i < 5000; i++) body[`field${i}`] = i;
+    const r = await t.post('/forward', body);
+    expectProblem(r, 400);
+    expect(r.body.errors).toHaveLength(20);
+    expect(r.body.detail).toMatch(/and 4980 more/);
+    expect(r.text.length).toBeLessThan(5000);
+  });
+  it('a very long unknown key is clipped in the answer', async () => {
+    const r = await t.post('/forward', { x: [[1], [2]], ['k'.repeat(100_000)]: 1 });
+    expectProblem(r, 400);
+    expect(r.text.length).toBeLessThan(2000);
+  });
+});

@@ -259,10 +259,24 @@ describe('decodeTensor: {shape, data}', () => {
     expect(i.message).toMatch(/rank/);
   });
 
-  it('a huge shape is refused before anything is allocated', () => {
+  it('a huge shape that its data does not fill is refused as a mismatch, before anything is allocated', () => {
     const i = issue(decodeTensor({ shape: [100000, 100000, 100000], data: [1] }));
-    expect(i.path).toEqual(['shape']);
-    expect(i.message).toMatch(/limit/);
+    expect(i.path).toEqual(['data']);
+    expect(i.message).toMatch(
+      /does not match shape \[100000, 100000, 100000\] \(1000000000000000 elements\)/,
+    );
+  });
+
+  it('a nested array whose first rows claim more than the element limit is refused before allocating', () => {
+    const i = issue(decodeTensor([new Array(5).fill(0), [1]], { maxElements: 4 }));
+    expect(i.path).toEqual([]);
+    expect(i.message).toMatch(/limit of 4/);
+  });
+
+  it('a number literal beyond float64 (JSON 1e400 parses as Infinity) is refused: non-finite values are strings', () => {
+    const i = issue(decodeTensor([1, Number.POSITIVE_INFINITY]));
+    expect(i.path).toEqual([1]);
+    expect(i.message).toMatch(/finite number/);
   });
 });
 
