@@ -1,3 +1,4 @@
+import { setPriority } from 'node:os';
 import { workerData } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { type PartTask, type Pass, runKernel, runPart } from '../kernels/registry.js';
@@ -11,6 +12,17 @@ import { injectFault } from './test-hooks.js';
  * workers, whose big tensors live in shared memory.
  */
 const testHooks = (workerData as { testHooks?: boolean } | undefined)?.testHooks === true;
+
+const WORKER_NICE = 10;
+
+// Kernels yield the CPU to the event loop: on Linux a nice value belongs to a thread, and pid 0
+// names the calling one, so this lowers this worker's priority only. When the workers fill every
+// core, the event loop still gets one at once to accept, parse and answer (/health stays fast).
+try {
+  setPriority(0, WORKER_NICE);
+} catch {
+  // Not permitted or not supported here: the workers run at the process's priority.
+}
 
 function transfer(result: KernelResult) {
   const buffers = new Set<ArrayBufferLike>();
