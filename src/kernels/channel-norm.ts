@@ -201,6 +201,25 @@ function create() {
       columns.affine(x, y, L.N, L.C, mean, invstd, gamma, beta, g0, g1);
       return;
     }
+    if (L.contiguous && statGroupArg === undefined) {
+      // Group g of sample n = ⌊g / G⌋ is channels [(g mod G)·C/G, …) of that sample, one block of memory:
+      // walk it channel by channel without a per-run lookup.
+      const { C, inner, N } = L;
+      const perSample = L.groups / N;
+      const channels = C / perSample;
+      for (let g = g0; g < g1; g++) {
+        const mu = mean[g]!;
+        const s = invstd[g]!;
+        const c0 = (g % perSample) * channels;
+        for (let k = 0, base = g * L.size; k < channels; k++, base += inner) {
+          const c = c0 + k;
+          const scale = s * (gamma ? gamma[c]! : 1);
+          const shift = beta ? beta[c]! : 0;
+          for (let i = base; i < base + inner; i++) y[i] = (x[i]! - mu) * scale + shift;
+        }
+      }
+      return;
+    }
     const statGroup = statGroupArg ?? L.group;
     const { C, inner } = L;
     const runs = statGroup.length;
@@ -308,6 +327,10 @@ function create() {
       columns.backward(a);
       return;
     }
+    if (a.L.contiguous && a.training && !a.statGroup && a.L.inner < MIN_RUN) {
+      contiguousBackward(a);
+      return;
+    }
     const { x, dy, dx, L, gamma, correction, training } = a;
     const { C, inner, size } = L;
     const statGroup = a.statGroup ?? L.group;
@@ -347,6 +370,57 @@ function create() {
       } else {
         const k = s * w;
         for (let i = base; i < end; i++) dx[i] = dy[i]! * k;
+      }
+    }
+  }
+
+  /**
+   * Training backward for groups that are blocks of memory (instance, group norm) made of
+   * short runs (small spatial size): the same formula, walked group by group and channel by
+   * channel instead of run by run with a lookup each.
+   */
+  function contiguousBackward(a: ChannelBackwardArgs): void {
+    const { x, dy, dx, L, gamma, correction } = a;
+    const { C, inner, N, size } = L;
+    const g0 = a.g0 ?? 0;
+    const g1 = a.g1 ?? L.groups;
+    let stats = a.stats;
+    if (!stats) {
+      const mean = new Float64Array(L.groups);
+      const m2 = new Float64Array(L.groups);
+      moments(x, L, mean, m2, g0, g1);
+      const invstd = Float64Array.from(m2, (q) => 1 / Math.sqrt(q / (size - correction) + a.eps));
+      stats = { mean, invstd };
+    }
+    const perSample = L.groups / N;
+    const channels = C / perSample;
+    for (let g = g0; g < g1; g++) {
+      const mu = stats.mean[g]!;
+      const s = stats.invstd[g]!;
+      const c0 = (g % perSample) * channels;
+      const start = g * size;
+      let su = 0;
+      let suxh = 0;
+      for (let k = 0, base = start; k < channels; k++, base += inner) {
+        let sdy = 0;
+        let sdyx = 0;
+        for (let i = base; i < base + inner; i++) {
+          const d = dy[i]!;
+          sdy += d;
+          sdyx += d * (x[i]! - mu);
+        }
+        const c = c0 + k;
+        const w = gamma ? gamma[c]! : 1;
+        a.dbeta[c]! += sdy;
+        a.dgamma[c]! += sdyx * s;
+        su += w * sdy;
+        suxh += w * sdyx * s;
+      }
+      const meanU = su / size;
+      const proj = (s * suxh) / (size - correction);
+      for (let k = 0, base = start; k < channels; k++, base += inner) {
+        const w = gamma ? gamma[c0 + k]! : 1;
+        for (let i = base; i < base + inner; i++) dx[i] = s * (w * dy[i]! - meanU - (x[i]! - mu) * proj);
       }
     }
   }
