@@ -1,6 +1,7 @@
 import type { FloatArray } from '../tensor/tensor.js';
 import { accumulator, CHUNK, chunkFunctions, cleanM2, merge } from './chunk.js';
 import { columnFunctions } from './columns.js';
+import { perElementType } from './task.js';
 
 /**
  * What batch, instance and group norm share: `x` laid out as `[N, C, inner]`,
@@ -430,10 +431,5 @@ function create() {
 
 export type ChannelKernels = ReturnType<typeof create>;
 
-const f32 = create();
-const f64 = create();
-
 /** The kernels specialized for x's element type. */
-export function channelKernels(x: FloatArray): ChannelKernels {
-  return x instanceof Float32Array ? f32 : f64;
-}
+export const channelKernels: (x: FloatArray) => ChannelKernels = perElementType(create);

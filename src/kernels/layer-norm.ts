@@ -1,6 +1,6 @@
 import type { FloatArray } from '../tensor/tensor.js';
 import { accumulator, chunkFunctions, cleanM2 } from './chunk.js';
-import { cast, f64, f64Optional, gather, sum, whole } from './task.js';
+import { cast, f64, f64Optional, gather, perElementType, sum, whole } from './task.js';
 
 /**
  * Layer normalization (PyTorch's `F.layer_norm`): `x` is read as `[rows, R]`,
@@ -103,9 +103,7 @@ function create() {
   return { moments, forward, backward };
 }
 
-const f32 = create();
-const f64k = create();
-const kernels = (x: FloatArray) => (x instanceof Float32Array ? f32 : f64k);
+const kernels = perElementType(create);
 
 export interface RowParams {
   eps: number;

@@ -1,6 +1,6 @@
 import type { FloatArray } from '../tensor/tensor.js';
 import { rowSizes } from './layer-norm.js';
-import { cast, f64, f64Optional, gather, sum, whole } from './task.js';
+import { cast, f64, f64Optional, gather, perElementType, sum, whole } from './task.js';
 
 /**
  * RMS normalization (PyTorch's `F.rms_norm`): `x` read as `[rows, R]`, R the
@@ -88,9 +88,7 @@ function create() {
   return { stats, forward, backward };
 }
 
-const f32 = create();
-const f64k = create();
-const kernels = (x: FloatArray) => (x instanceof Float32Array ? f32 : f64k);
+const kernels = perElementType(create);
 
 export interface RmsParams {
   eps: number;

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { batchNormBackward, batchNormForward, batchNormForwardEval } from '../../src/kernels/batch-norm.js';
-import { maxAbs, mismatches, product, randn, rng } from './numeric.js';
+import { central, maxAbs, mismatches, product, randn, rng } from './numeric.js';
 
 /**
  * Central finite differences of L = Σ w·y through the forward kernels, against
@@ -49,18 +49,6 @@ function loss(p: Problem, x: Float64Array, gamma: Float64Array | null, beta: Flo
   let s = 0;
   for (let i = 0; i < y.length; i++) s += p.w[i]! * y[i]!;
   return s;
-}
-
-/** Central difference of L along one element of `target` (perturbed in place, then restored). */
-function central(f: () => number, target: Float64Array, i: number): number {
-  const v = target[i]!;
-  const h = 1e-6 * Math.max(1, Math.abs(v));
-  target[i] = v + h;
-  const up = f();
-  target[i] = v - h;
-  const down = f();
-  target[i] = v;
-  return (up - down) / (2 * h);
 }
 
 function analytic(p: Problem) {

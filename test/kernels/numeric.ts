@@ -70,3 +70,15 @@ export function maxAbs(values: ArrayLike<number>): number {
 export function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
+
+/** Central difference of f along one element of `target` (perturbed in place, then restored). */
+export function central(f: () => number, target: Float64Array, i: number): number {
+  const v = target[i]!;
+  const h = 1e-6 * Math.max(1, Math.abs(v));
+  target[i] = v + h;
+  const up = f();
+  target[i] = v - h;
+  const down = f();
+  target[i] = v;
+  return (up - down) / (2 * h);
+}

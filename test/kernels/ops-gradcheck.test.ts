@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { maxAbs, mismatches, product, randn, rng } from './numeric.js';
+import { central, maxAbs, mismatches, product, randn, rng } from './numeric.js';
 import { affineShape, data, groups, type Op, type Params, refMoments, run } from './ops-task.js';
 
 /**
@@ -30,18 +30,6 @@ function loss(p: Problem, x: Float64Array, gamma: Float64Array | null, beta: Flo
   let s = 0;
   for (let i = 0; i < y.length; i++) s += p.w[i]! * y[i]!;
   return s;
-}
-
-/** Central difference of L along one element of `target` (perturbed in place, then restored). */
-function central(f: () => number, target: Float64Array, i: number): number {
-  const v = target[i]!;
-  const h = 1e-6 * Math.max(1, Math.abs(v));
-  target[i] = v + h;
-  const up = f();
-  target[i] = v - h;
-  const down = f();
-  target[i] = v;
-  return (up - down) / (2 * h);
 }
 
 function numeric(p: Problem): Record<string, Float64Array> {
